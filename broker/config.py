@@ -1,0 +1,218 @@
+"""Settings: one TOML file (--config or VNCMCP_CONFIG) plus environment variables, the
+environment winning. This module owns every setting name; nothing else reads os.environ
+for settings.
+
+    [service]
+    runtime_dir = "/run/user/1000/vncmcp"
+    ocr_workers = 2
+    ocr_lang = "eng"
+
+    [desktops.main]                 # any number of named desktops
+    host = "192.168.1.20"
+    port = 5900
+    password_file = "~/.config/vncmcp/main.pass"
+
+A single unnamed desktop can also be given at the top level (host = ..., port = ...).
+The VNCMCP_HOST/PORT/USERNAME/PASSWORD/PASSWORD_FILE/TIMEOUT variables apply to the first
+desktop (or create one named "default"). Passwords never appear in repr() or errors.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workers.rfb import constants as C
+
+SECURITY_CHOICES = {"none", "vncauth", "appleremotedesktop", "plain", "tlsnone", "tlsvnc", "tlsplain",
+                    "x509none", "x509vnc", "x509plain"}
+CREDENTIAL_NAMES = ("vncmcp-password", "password")  # systemd LoadCredential= names we read
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it."""
+
+
+@dataclass
+class DesktopConfig:
+    name: str = "default"
+    host: str = "127.0.0.1"
+    port: int = 5900
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 10.0
+    encodings: list[str] | None = None
+    security: list[str] | None = None
+    tls_ca_file: str | None = None
+    tls_fingerprint: str | None = None
+    tls_verify_hostname: bool = True
+    max_width: int = 16384
+    max_height: int = 16384
+    max_cut_text: int = 16 * 1024 * 1024
+    continuous_updates: bool = True
+    demo: bool = False  # started by us on loopback because nothing was configured
+
+    def session_options(self):
+        from workers.rfb import Credentials, Limits, SessionOptions, TLSOptions
+        return SessionOptions(
+            host=self.host, port=self.port,
+            credentials=Credentials(username=self.username, password=self.password),
+            tls=TLSOptions(ca_file=self.tls_ca_file, fingerprint=self.tls_fingerprint,
+                           verify_hostname=self.tls_verify_hostname),
+            timeout=self.timeout,
+            encodings=[C.ENCODINGS_BY_NAME[e] for e in self.encodings] if self.encodings else None,
+            allowed_security=set(self.security) if self.security else None,
+            limits=Limits(self.max_width, self.max_height, self.max_cut_text),
+            continuous_updates=self.continuous_updates)
+
+
+@dataclass
+class Config:
+    desktops: dict[str, DesktopConfig]
+    runtime_dir: str
+    ocr_workers: int
+    ocr_lang: str
+    source: str | None = None
+
+    @property
+    def default_desktop(self) -> DesktopConfig:
+        return next(iter(self.desktops.values()))
+
+
+def _runtime_dir_default() -> str:
+    base = os.environ.get("RUNTIME_DIRECTORY") or os.environ.get("XDG_RUNTIME_DIR")
+    if base:
+        # systemd's RuntimeDirectory= is ours already; XDG_RUNTIME_DIR is shared.
+        return base if os.environ.get("RUNTIME_DIRECTORY") else os.path.join(base, "vncmcp")
+    return f"/tmp/vncmcp-{os.getuid()}"
+
+
+def _typed(where: str, key: str, value, kind):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}{key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _read_secret_file(path: str, setting: str) -> str:
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except OSError as e:
+        raise ConfigError(f"{setting}: cannot read {path}: {e.strerror}") from None
+
+
+def _desktop_from_table(name: str, table: dict, where: str) -> DesktopConfig:
+    d = DesktopConfig(name=name)
+    types = {"host": str, "port": int, "username": str, "password": str, "timeout": float,
+             "tls_ca_file": str, "tls_fingerprint": str, "tls_verify_hostname": bool,
+             "max_width": int, "max_height": int, "max_cut_text": int, "continuous_updates": bool}
+    for key, value in table.items():
+        if key in types:
+            setattr(d, key, _typed(where, key, value, types[key]))
+        elif key == "password_file":
+            d.password = _read_secret_file(_typed(where, key, value, str), f"{where}password_file")
+        elif key in ("encodings", "security"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}{key} must be a list of names")
+            setattr(d, key, [v.lower() for v in value])
+        else:
+            raise ConfigError(f"{where}{key} is not a setting")
+    return d
+
+
+def _validate(d: DesktopConfig, where: str) -> None:
+    if not 0 < d.port < 65536:
+        raise ConfigError(f"{where}port must be 1-65535, got {d.port}")
+    if not d.host:
+        raise ConfigError(f"{where}host is empty")
+    if d.timeout <= 0:
+        raise ConfigError(f"{where}timeout must be positive, got {d.timeout}")
+    for e in d.encodings or []:
+        if e not in C.ENCODINGS_BY_NAME:
+            raise ConfigError(f"{where}encodings: unknown encoding {e!r}; "
+                              f"choose from {', '.join(sorted(C.ENCODINGS_BY_NAME))}")
+    for s in d.security or []:
+        if s not in SECURITY_CHOICES:
+            raise ConfigError(f"{where}security: unknown type {s!r}; choose from {', '.join(sorted(SECURITY_CHOICES))}")
+    if d.tls_ca_file and not os.path.isfile(os.path.expanduser(d.tls_ca_file)):
+        raise ConfigError(f"{where}tls_ca_file: no such file {d.tls_ca_file}")
+    for key in ("max_width", "max_height", "max_cut_text"):
+        if getattr(d, key) <= 0:
+            raise ConfigError(f"{where}{key} must be positive")
+
+
+def load(path: str | None = None, env: dict | None = None) -> Config:
+    env = os.environ if env is None else env
+    path = path or env.get("VNCMCP_CONFIG")
+    data: dict = {}
+    if path:
+        try:
+            with open(os.path.expanduser(path), "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"config file {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+
+    service = data.pop("service", {})
+    tables = data.pop("desktops", {})
+    desktops: dict[str, DesktopConfig] = {}
+    if not isinstance(tables, dict):
+        raise ConfigError("desktops must be a table of named desktops")
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"desktops.{name} must be a table")
+        desktops[name] = _desktop_from_table(name, table, f"desktops.{name}.")
+    if data:  # top-level keys describe one unnamed desktop
+        desktops = {"default": _desktop_from_table("default", data, ""), **desktops}
+
+    first = next(iter(desktops.values()), None)
+    env_keys = ("VNCMCP_HOST", "VNCMCP_PORT", "VNCMCP_USERNAME", "VNCMCP_PASSWORD",
+                "VNCMCP_PASSWORD_FILE", "VNCMCP_TIMEOUT")
+    if first is None:
+        first = DesktopConfig(name="default", demo=not env.get("VNCMCP_HOST"))
+        desktops["default"] = first
+    if env.get("VNCMCP_HOST"):
+        first.host = env["VNCMCP_HOST"]
+    if env.get("VNCMCP_PORT"):
+        try:
+            first.port = int(env["VNCMCP_PORT"])
+        except ValueError:
+            raise ConfigError(f"VNCMCP_PORT must be a number, got {env['VNCMCP_PORT']!r}") from None
+    if env.get("VNCMCP_USERNAME"):
+        first.username = env["VNCMCP_USERNAME"]
+    if env.get("VNCMCP_TIMEOUT"):
+        try:
+            first.timeout = float(env["VNCMCP_TIMEOUT"])
+        except ValueError:
+            raise ConfigError(f"VNCMCP_TIMEOUT must be seconds, got {env['VNCMCP_TIMEOUT']!r}") from None
+    if env.get("VNCMCP_PASSWORD_FILE"):
+        first.password = _read_secret_file(env["VNCMCP_PASSWORD_FILE"], "VNCMCP_PASSWORD_FILE")
+    elif env.get("VNCMCP_PASSWORD") is not None and "VNCMCP_PASSWORD" in env:
+        first.password = env["VNCMCP_PASSWORD"]
+    elif first.password is None and env.get("CREDENTIALS_DIRECTORY"):
+        for cred in CREDENTIAL_NAMES:
+            p = Path(env["CREDENTIALS_DIRECTORY"]) / cred
+            if p.is_file():
+                first.password = _read_secret_file(str(p), f"systemd credential {cred}")
+                break
+    if any(env.get(k) for k in env_keys):
+        first.demo = False
+
+    for name, d in desktops.items():
+        _validate(d, f"desktops.{name}." if name in tables else ("" if not env.get("VNCMCP_HOST") else "VNCMCP_"))
+
+    try:
+        ocr_workers = int(env.get("VNCMCP_OCR_WORKERS") or service.get("ocr_workers") or os.cpu_count() or 1)
+    except ValueError:
+        raise ConfigError(f"VNCMCP_OCR_WORKERS must be a number, got {env.get('VNCMCP_OCR_WORKERS')!r}") from None
+    if ocr_workers < 0:
+        raise ConfigError("ocr_workers must be 0 or more")
+    return Config(desktops=desktops,
+                  runtime_dir=env.get("VNCMCP_RUNTIME_DIR") or service.get("runtime_dir") or _runtime_dir_default(),
+                  ocr_workers=ocr_workers,
+                  ocr_lang=env.get("VNCMCP_OCR_LANG") or service.get("ocr_lang") or "eng",
+                  source=path)
