@@ -54,30 +54,25 @@ def ink_mask(gray: np.ndarray) -> np.ndarray:
 
 
 def _window_any(mask: np.ndarray, before: int, after: int, axis: int) -> np.ndarray:
-    """Dilation along one axis by cumulative sums: on where any ink lies within
-    [i - before, i + after]. Much faster than morphology with long structuring elements."""
-    m = np.moveaxis(mask, axis, 0).astype(np.int32)
-    csum = np.concatenate((np.zeros((1,) + m.shape[1:], np.int32), np.cumsum(m, axis=0, dtype=np.int32)))
-    n = m.shape[0]
-    idx = np.arange(n)
-    hi = np.minimum(idx + after + 1, n)
-    lo = np.maximum(idx - before, 0)
-    return np.moveaxis((csum[hi] - csum[lo]) > 0, 0, axis)
+    """On where any ink lies within [i - before, i + after] along `axis`: a dilation by a
+    1-D maximum filter, which costs the same whatever the window length."""
+    from scipy import ndimage
+    size = before + after + 1
+    out = ndimage.maximum_filter1d(mask.view(np.uint8), size, axis=axis, origin=before - size // 2)
+    return out.view(bool)
 
 
 def _drop_long_vertical_runs(mask: np.ndarray, limit: int) -> np.ndarray:
     """Remove vertical runs of ink `limit` rows or longer (window borders, scroll bars).
     Gaps of one row are bridged first and the neighbouring columns go too, because a
     dithered border leaves a dotted column of ink beside the solid one."""
-    bridged = _window_any(mask, 1, 1, axis=0) & _window_any(mask, 0, 2, axis=0) & _window_any(mask, 2, 0, axis=0)
-    m = bridged.astype(np.int32)
-    csum = np.concatenate((np.zeros((1, m.shape[1]), np.int32), np.cumsum(m, axis=0, dtype=np.int32)))
+    from scipy import ndimage
     if mask.shape[0] < limit:
         return mask
-    full = (csum[limit:] - csum[:-limit]) == limit          # a window of `limit` ink rows starts here
-    padded = np.zeros(mask.shape, bool)
-    padded[:full.shape[0]] = full
-    in_long_run = _window_any(padded, limit - 1, 0, axis=0)  # covered by such a window
+    bridged = _window_any(mask, 1, 1, axis=0) & _window_any(mask, 0, 2, axis=0) & _window_any(mask, 2, 0, axis=0)
+    size = limit | 1  # odd, so that erosion and dilation share one centre
+    eroded = ndimage.minimum_filter1d(bridged.view(np.uint8), size, axis=0)
+    in_long_run = ndimage.maximum_filter1d(eroded, size, axis=0).view(bool)  # an opening
     return mask & ~_window_any(in_long_run, 1, 1, axis=1)
 
 
