@@ -1,0 +1,78 @@
+"""OCR pipeline benchmark on the sample screens (../shared/ocr-samples), one process.
+
+    .venv/bin/python bench/bench_ocr.py [--runs 5]
+
+Prints per screen: line finding, cold OCR (empty cache), unchanged frame (warm cache),
+word recall; and the typing_f1 -> typing_f2 step (one typed line) with a warm cache.
+The multi-worker figures (cold 1080p with 2 workers) come with the OCR pool (issue 3).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from workers import ocr_engine  # noqa: E402
+
+SAMPLES = os.path.join(ROOT, "..", "shared", "ocr-samples")
+
+
+def load(name):
+    image = np.asarray(Image.open(os.path.join(SAMPLES, f"{name}.png")).convert("RGB"))
+    with open(os.path.join(SAMPLES, f"{name}.json")) as f:
+        return ocr_engine.to_gray(image), json.load(f)["words"]
+
+
+def median_ms(fn, runs):
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    reader = ocr_engine.LineReader()
+    print(f"# vncmcp OCR benchmark, 1 process, tesserocr {__import__('tesserocr').tesseract_version().split()[1]}")
+    for name in ("desk_mixed", "synth_ui", "typing_f1", "typing_f2"):
+        gray, truth = load(name)
+        lines_ms = median_ms(lambda: ocr_engine.find_text_lines(gray), args.runs)
+        cold_ms = median_ms(lambda: ocr_engine.read_screen(reader, gray, ocr_engine.LineCache()), max(3, args.runs // 2))
+        cache = ocr_engine.LineCache()
+        words = ocr_engine.read_screen(reader, gray, cache)
+        warm_ms = median_ms(lambda: ocr_engine.read_screen(reader, gray, cache), args.runs)
+        expected = collections.Counter(w["text"] for w in truth)
+        got = collections.Counter(w.text for w in words)
+        recall = sum((expected & got).values()) / sum(expected.values())
+        print(f"{name:<11} lines {lines_ms:6.1f} ms  cold {cold_ms:7.1f} ms  unchanged {warm_ms:6.1f} ms  "
+              f"recall {recall:.3f}  ({len(ocr_engine.find_text_lines(gray))} lines)")
+    f1, _ = load("typing_f1")
+    f2, _ = load("typing_f2")
+
+    def step():
+        cache = ocr_engine.LineCache()
+        ocr_engine.read_screen(reader, f1, cache)
+        t0 = time.perf_counter()
+        ocr_engine.read_screen(reader, f2, cache)
+        return time.perf_counter() - t0
+    steps = sorted(step() for _ in range(3))
+    print(f"typed line  f1 -> f2 whole-frame re-scan with warm cache: {steps[1] * 1000:.1f} ms "
+          "(damage-limited scan comes with the broker)")
+
+
+if __name__ == "__main__":
+    main()
