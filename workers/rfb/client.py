@@ -12,10 +12,12 @@ the frame keeps itself current as long as events() is being consumed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +57,9 @@ class SessionOptions:
     allowed_security: set[str] | None = None
     limits: Limits = field(default_factory=Limits)
     continuous_updates: bool = True
+    # Off only for benchmarks: TigerVNC answers a non-incremental request with a layout-only
+    # reply while it is on, so full-frame refreshes need it off.
+    extended_desktop_size: bool = True
     shared: bool = True
     jpeg_quality: int | None = 8          # Tight JPEG (0-9); None: lossless only
     compress_level: int | None = 2
@@ -120,6 +125,19 @@ class CutText:
 
 
 @dataclass
+class CutTextSent:
+    """How cut_text() put text on the server's clipboard.
+
+    utf8 without latin1: the server has the text exactly. latin1 without utf8: it has the
+    Latin-1 version, `replaced` characters of it "?". Both: exact if the server application
+    takes UTF-8 (libvncserver passes it on only to those that do), else the Latin-1 version.
+    """
+    utf8: bool          # sent as UTF-8 over Extended Clipboard
+    latin1: bool        # sent as Latin-1 ClientCutText
+    replaced: int = 0   # characters the Latin-1 copy carries as "?"
+
+
+@dataclass
 class Bell:
     pass
 
@@ -155,6 +173,12 @@ class RFBSession:
         self._closed = False
         self.updates_received = 0
         self.last_update_time = 0.0
+        # Extended Clipboard: the server's caps (formats | actions), its limits for
+        # unsolicited data per format bit, and the text we own on the clipboard, if any
+        # (cut_text set it and the server has not announced anything newer since).
+        self._clip_server_flags = 0
+        self._clip_server_sizes: dict[int, int] = {}
+        self._clip_local: str | None = None
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
@@ -187,7 +211,9 @@ class RFBSession:
     async def _handshake(self) -> None:
         s, o = self._stream, self.options
         banner = await s.read(12)
-        if not (banner.startswith(b"RFB ") and banner[7:8] == b"." and banner.endswith(b"\n")):
+        # int() alone would take " 3", "+3", "0_3" and "-08": only ASCII digits make a version.
+        if not (banner.startswith(b"RFB ") and banner[7:8] == b"." and banner.endswith(b"\n")
+                and banner[4:7].isdigit() and banner[8:11].isdigit()):
             raise ProtocolError(f"not an RFB server: it greeted with {banner[:12]!r}")
         try:
             major, minor = int(banner[4:7]), int(banner[8:11])
@@ -230,8 +256,9 @@ class RFBSession:
         unknown = [e for e in real if e not in DECODERS]
         if unknown:
             raise ValueError(f"encodings not supported: {', '.join(C.encoding_name(e) for e in unknown)}")
-        pseudo = [C.ENC_EXT_DESKTOP_SIZE, C.ENC_DESKTOP_SIZE, C.ENC_CURSOR, C.ENC_POINTER_POS,
-                  C.ENC_DESKTOP_NAME, C.ENC_FENCE, C.ENC_QEMU_EXT_KEY]
+        pseudo = [C.ENC_EXT_DESKTOP_SIZE] if o.extended_desktop_size else []
+        pseudo += [C.ENC_DESKTOP_SIZE, C.ENC_CURSOR, C.ENC_POINTER_POS,
+                  C.ENC_DESKTOP_NAME, C.ENC_FENCE, C.ENC_QEMU_EXT_KEY, C.ENC_EXT_CLIPBOARD]
         if o.continuous_updates:
             pseudo.append(C.ENC_CONTINUOUS_UPDATES)
         # LastRect only pays with compressed encodings; with Raw it halves TigerVNC's throughput.
@@ -378,17 +405,138 @@ class RFBSession:
         if self._continuous:
             self._enable_continuous_updates()
 
+    # -- clipboard -------------------------------------------------------------------
+    # Plain ServerCutText/ClientCutText carry Latin-1. With the Extended Clipboard
+    # pseudo-encoding (rfbproto) the same messages with a negative length carry a flags word
+    # and one action: Caps (what each side accepts), Notify (new data exists), Request,
+    # Provide (the data, zlib-compressed, text as NUL-terminated UTF-8 with CRLF line ends)
+    # and Peek (asks for a Notify). Only the text format interests us.
+
     async def _read_cut_text(self) -> CutText | None:
         s = self._stream
         await s.read(3)
         length = await s.s32()
+        if length < 0:
+            return await self._read_extended_clipboard(-length)
         limit = self.options.limits.max_cut_text
-        if abs(length) > limit:
-            raise ProtocolError(f"server sent cut text of {abs(length)} bytes (limit {limit})")
-        data = await s.read(abs(length))
-        if length >= 0:
-            return CutText(data.decode("latin-1"))
-        return None  # extended clipboard: see clipboard support
+        if length > limit:
+            raise ProtocolError(f"server sent cut text of {length} bytes (limit {limit})")
+        data = await s.read(length)
+        self._clip_local = None  # the server's clipboard is newer than ours now
+        return CutText(data.decode("latin-1"))
+
+    async def _read_extended_clipboard(self, length: int) -> CutText | None:
+        s = self._stream
+        limit = _clipboard_wire_limit(self.options.limits.max_cut_text)
+        if length < 4:
+            raise ProtocolError(f"server sent an Extended Clipboard message of {length} bytes, "
+                                "too short for its flags")
+        if length > limit:
+            raise ProtocolError(f"server sent an Extended Clipboard message of {length} bytes (limit {limit})")
+        flags = await s.u32()
+        body = await s.read(length - 4)
+        action, formats = flags & C.CLIP_ACTION_MASK, flags & C.CLIP_FORMAT_MASK
+        server = self._clip_server_flags
+        event = None
+        if action & C.CLIP_CAPS:
+            self._on_clipboard_caps(flags, body)
+        elif action == C.CLIP_PROVIDE:
+            event = self._on_clipboard_provide(formats, body)
+        elif action == C.CLIP_NOTIFY:
+            self._clip_local = None
+            # Fetch at once, so that CutText events keep following the server's clipboard.
+            if formats & C.CLIP_TEXT and server & C.CLIP_REQUEST:
+                self._write_clipboard(C.CLIP_REQUEST | C.CLIP_TEXT)
+        elif action == C.CLIP_REQUEST:
+            if formats & C.CLIP_TEXT and self._clip_local is not None and server & C.CLIP_PROVIDE:
+                self._write_clipboard_text(self._clip_local)
+        elif action == C.CLIP_PEEK:
+            if server & C.CLIP_NOTIFY:
+                self._write_clipboard(C.CLIP_NOTIFY | (C.CLIP_TEXT if self._clip_local is not None else 0))
+        # Anything else (several actions at once, actions from the future) is ignored, as
+        # rfbproto leaves room for new ones.
+        await s.drain()
+        return event
+
+    def _on_clipboard_caps(self, flags: int, body: bytes) -> None:
+        formats = [1 << i for i in range(16) if flags & (1 << i)]
+        if len(body) < 4 * len(formats):
+            raise ProtocolError(f"server sent Extended Clipboard caps for {len(formats)} formats "
+                                f"with {len(body)} bytes of sizes")
+        sizes = struct.unpack(f">{len(formats)}I", body[:4 * len(formats)])
+        self._clip_server_flags = flags
+        self._clip_server_sizes = dict(zip(formats, sizes))
+        self.info.encodings_seen.add("ExtendedClipboard")
+        self.info.extended_clipboard = bool(flags & C.CLIP_TEXT)
+        # Ours: text only, every action, and 0 bytes unsolicited, so that the server always
+        # Notifies first, as rfbproto recommends; we Request straight away.
+        ours = C.CLIP_CAPS | C.CLIP_TEXT | C.CLIP_REQUEST | C.CLIP_PEEK | C.CLIP_NOTIFY | C.CLIP_PROVIDE
+        self._write_clipboard(ours, struct.pack(">I", 0))
+
+    def _on_clipboard_provide(self, formats: int, body: bytes) -> CutText | None:
+        if not formats & C.CLIP_TEXT:
+            return None  # only formats we never asked for
+        limit = self.options.limits.max_cut_text
+        # Each Provide is its own zlib stream of (u32 size, data) per format, lowest format
+        # bit first, so text comes first. Inflate exactly the size word and then at most
+        # `limit` bytes of text: whatever else the stream holds is never inflated.
+        inflater = zlib.decompressobj()
+        try:
+            size_word = inflater.decompress(body, 4)
+            if len(size_word) < 4:
+                raise ProtocolError("server sent an Extended Clipboard Provide that ends before its text")
+            (size,) = struct.unpack(">I", size_word)
+            if size > limit:
+                raise ProtocolError(f"server provided {size} bytes of clipboard text (limit {limit})")
+            data = inflater.decompress(inflater.unconsumed_tail, size)
+        except zlib.error as e:
+            raise ProtocolError(f"server sent an Extended Clipboard Provide that does not inflate: {e}") from None
+        if len(data) < size:
+            raise ProtocolError(f"server provided {len(data)} of the {size} bytes of clipboard text it announced")
+        self._clip_local = None
+        text = data.split(b"\0", 1)[0].decode("utf-8", "replace")
+        return CutText(text.replace("\r\n", "\n"))
+
+    def _write_clipboard(self, flags: int, payload: bytes = b"") -> None:
+        self._stream.write(struct.pack(">BxxxiI", C.C_CUT_TEXT, -(4 + len(payload)), flags) + payload)
+
+    def _write_clipboard_text(self, text: str) -> None:
+        self._write_clipboard(C.CLIP_PROVIDE | C.CLIP_TEXT, _text_provide(text)[1])
+
+    async def cut_text(self, text: str) -> CutTextSent:
+        """Put `text` on the server's clipboard.
+
+        Over Extended Clipboard it goes as UTF-8: we Notify, and Provide when the server
+        Requests it (TigerVNC does once an X client pastes), or right away where the server's
+        caps take unsolicited text of this size. Otherwise it goes as Latin-1, which cannot
+        carry other characters: they are sent as "?" and counted in the result.
+
+        libvncserver (0.9.14 on) takes Provide but not Notify, and advertises the extension
+        for every application while handing UTF-8 only to those that asked for it; x11vnc
+        0.9.16 did not. Such servers get the Latin-1 version first and the UTF-8 one after
+        it, which wins where the application takes it.
+        """
+        server = self._clip_server_flags if self.info.extended_clipboard else 0
+        size, stream = _text_provide(text) if server else (0, b"")
+        notify = bool(server & C.CLIP_NOTIFY)
+        # After a Notify the text waits for the server's Request (TigerVNC asks for 0 bytes
+        # unsolicited, and ignores a Provide from a client that has not Notified). A Provide
+        # goes straight away only where the server's caps take unsolicited text this long.
+        provide = bool(server & C.CLIP_PROVIDE) and size <= self._clip_server_sizes.get(C.CLIP_TEXT, 0)
+        latin1 = not notify
+        replaced = 0
+        if latin1:
+            plain = text.replace("\r\n", "\n")  # plain cut text ends lines with LF alone
+            replaced = sum(1 for ch in plain if ord(ch) > 0xFF)
+            data = plain.encode("latin-1", "replace")
+            self._stream.write(struct.pack(">BxxxI", C.C_CUT_TEXT, len(data)) + data)
+        self._clip_local = text  # answers the server's Requests and Peeks from now on
+        if notify:
+            self._write_clipboard(C.CLIP_NOTIFY | C.CLIP_TEXT)
+        if provide:
+            self._write_clipboard(C.CLIP_PROVIDE | C.CLIP_TEXT, stream)
+        await self._stream.drain()
+        return CutTextSent(utf8=notify or provide, latin1=latin1, replaced=replaced)
 
     async def _on_end_of_continuous_updates(self) -> None:
         self.info.encodings_seen.add("ContinuousUpdates")
@@ -425,6 +573,25 @@ class RFBSession:
         self._stream.write(struct.pack(">BBxxI", C.C_KEY_EVENT, int(down), keysym))
         await self._stream.drain()
 
+    async def qemu_key(self, keysym: int, keycode: int, down: bool) -> None:
+        """Press or release a key by its XT scancode (QEMU Extended Key Event), so that the
+        server's keymap, not ours, decides what it types. `keycode` is encoded as rfbproto
+        says: one-byte scancodes as is (0x1e is the A key), E0-prefixed ones with the high
+        bit set (E0 48, Up, is 0xc8). `keysym` may be 0 when unknown.
+
+        A server that has not announced the extension gets a plain KeyEvent with `keysym`
+        instead (rfbproto's fallback); with keysym 0 there is nothing to send (ValueError).
+        """
+        if not (0 < keycode <= 0xFFFFFFFF and 0 <= keysym <= 0xFFFFFFFF):
+            raise ValueError(f"keycode {keycode:#x} / keysym {keysym:#x} out of range")
+        if not self.info.qemu_key_events:
+            if not keysym:
+                raise ValueError("the server does not take QEMU key events (scancodes) and no keysym was given")
+            await self.key(keysym, down)
+            return
+        self._stream.write(struct.pack(">BBHII", C.C_QEMU, C.QEMU_EXTENDED_KEY_EVENT, int(down), keysym, keycode))
+        await self._stream.drain()
+
     async def pointer(self, x: int, y: int, buttons: int = 0) -> None:
         """Move the pointer to (x, y) with `buttons` held (bit 0 left, 1 middle, 2 right,
         3/4 wheel up/down, 5/6 wheel left/right)."""
@@ -433,11 +600,6 @@ class RFBSession:
         y = max(0, min(int(y), max(h - 1, 0)))
         self._stream.write(struct.pack(">BBHH", C.C_POINTER_EVENT, buttons & 0xFF, x, y))
         self.cursor.position = (x, y)
-        await self._stream.drain()
-
-    async def cut_text(self, text: str) -> None:
-        data = text.encode("latin-1", "replace")
-        self._stream.write(struct.pack(">BxxxI", C.C_CUT_TEXT, len(data)) + data)
         await self._stream.drain()
 
     async def close(self) -> None:
@@ -449,9 +611,31 @@ class RFBSession:
         return self._stream.bytes_read
 
 
+@functools.lru_cache(maxsize=1)
+def _text_provide(text: str) -> tuple[int, bytes]:
+    """Text as a Provide carries it: (size, zlib stream of u32 size and data), the data
+    UTF-8 with CRLF line ends and a terminating NUL, which the size counts. Cached, so that
+    a server Requesting the same text again and again costs one compression.
+
+    The stream ends with a sync flush rather than being closed: libvncserver 0.9.14 drops
+    the client when inflate reports the end of the stream (TigerVNC writes its own so too).
+    """
+    data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "replace") + b"\0"
+    deflater = zlib.compressobj()
+    stream = deflater.compress(struct.pack(">I", len(data)) + data) + deflater.flush(zlib.Z_SYNC_FLUSH)
+    return len(data), stream
+
+
+def _clipboard_wire_limit(max_text: int) -> int:
+    """The most compressed bytes an Extended Clipboard message may take when its text is at
+    most `max_text` bytes: zlib stores what it cannot shrink, at 5 bytes per 64 KiB block,
+    plus header, size words and trailer."""
+    return max_text + max_text // 1000 + 1024
+
+
 async def open_session(options: SessionOptions) -> RFBSession:
     return await RFBSession.open(options)
 
 
 __all__ = ["RFBSession", "SessionOptions", "Limits", "ServerInfo", "FrameUpdate", "CutText",
-           "Bell", "Cursor", "RFBError", "open_session", "default_encodings"]
+           "CutTextSent", "Bell", "Cursor", "RFBError", "open_session", "default_encodings"]

@@ -88,13 +88,19 @@ def _anonymous_tls_context() -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_NONE
     # Anonymous Diffie-Hellman exists only up to TLS 1.2 and only at security level 0.
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("aNULL:!eNULL:@SECLEVEL=0")
+    try:
+        ctx.set_ciphers("aNULL:!eNULL:@SECLEVEL=0")
+    except ssl.SSLError:
+        # Some OpenSSL builds (or system crypto policies) remove anonymous suites entirely.
+        raise SecurityError("this Python's OpenSSL offers no anonymous TLS cipher suites, so the "
+                            "server's anonymous TLS VeNCrypt types cannot be used") from None
     return ctx
 
 
 def _x509_tls_context(tls: TLSOptions) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if tls.fingerprint:
+        _normalise_fingerprint(tls.fingerprint)  # refuse a malformed pin before the handshake
         # Pinned certificate: chain and name are not checked, the fingerprint is (after the handshake).
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -109,22 +115,31 @@ def _x509_tls_context(tls: TLSOptions) -> ssl.SSLContext:
 
 
 def _normalise_fingerprint(text: str) -> str:
-    return text.replace(":", "").replace(" ", "").lower()
+    """Lower-case hex without separators; accepts what `openssl x509 -fingerprint -sha256` prints."""
+    hexdigits = "".join(text.split()).replace(":", "").lower()
+    if len(hexdigits) != 64 or any(c not in "0123456789abcdef" for c in hexdigits):
+        raise SecurityError("tls_fingerprint must be the certificate's SHA-256: 64 hex digits, "
+                            "':' separators allowed")
+    return hexdigits
 
 
 async def _read_reason(stream: Stream) -> str:
+    """The server's reason string. Only its first MAX_REASON bytes are read: the session
+    ends right after it, so the rest is never consumed."""
     length = await stream.u32()
-    data = await stream.read(min(length, MAX_REASON))
+    text = (await stream.read(min(length, MAX_REASON))).decode("utf-8", "replace")
     if length > MAX_REASON:
-        raise ProtocolError(f"server sent a failure reason of {length} bytes (limit {MAX_REASON})")
-    return data.decode("utf-8", "replace")
+        text += f"... (truncated: server sent a reason of {length} bytes, limit {MAX_REASON})"
+    return text
 
 
-async def _security_result(stream: Stream, minor: int, what: str) -> None:
+async def _security_result(stream: Stream, minor: int, what: str, secret: str | None = None) -> None:
     result = await stream.u32()
     if result == 0:
         return
     reason = await _read_reason(stream) if minor >= 8 else ""
+    if secret:  # a server that can decrypt the password (ARD, Plain) may echo it back
+        reason = reason.replace(secret, "***")
     raise AuthFailed(f"{what} authentication failed" + (f": {reason}" if reason else ""))
 
 
@@ -152,6 +167,18 @@ def _allowed(name: str, allowed: set[str] | None) -> bool:
     return allowed is None or name.lower() in allowed
 
 
+def _vencrypt_allowed(allowed: set[str] | None) -> bool:
+    # Choosing VeNCrypt commits us: there is no way back to the top-level list if none of
+    # its sub-types turns out to be allowed, so a server offering VeNCrypt and VncAuth
+    # must get VncAuth when only "vncauth" is allowed.
+    return allowed is None or any(_allowed(name, allowed) for name in C.VENCRYPT_NAMES.values())
+
+
+def _subtype_name(subtype: int) -> str:
+    # Servers may list plain security types (TigerVNC: 1 None, 2 VncAuth) among the sub-types.
+    return C.VENCRYPT_NAMES.get(subtype) or C.SECURITY_NAMES.get(subtype) or str(subtype)
+
+
 async def negotiate(stream: Stream, minor: int, creds: Credentials, tls: TLSOptions,
                     server_hostname: str, allowed: set[str] | None = None) -> SecurityOutcome:
     """Run the security handshake for protocol 3.`minor`. `allowed` (lower-case names such
@@ -172,7 +199,8 @@ async def negotiate(stream: Stream, minor: int, creds: Credentials, tls: TLSOpti
     candidates = [t for t in _client_preference(creds) if t in offered]
     if allowed is not None:
         candidates = [t for t in candidates
-                      if t == C.SEC_VENCRYPT or _allowed(C.SECURITY_NAMES[t], allowed)]
+                      if (_vencrypt_allowed(allowed) if t == C.SEC_VENCRYPT
+                          else _allowed(C.SECURITY_NAMES[t], allowed))]
     if not candidates:
         raise SecurityError(f"no supported security type: server offers {', '.join(offered_names)}")
     if minor == 3:
@@ -188,14 +216,14 @@ async def negotiate(stream: Stream, minor: int, creds: Credentials, tls: TLSOpti
         return SecurityOutcome(offered_names, "None")
     if chosen == C.SEC_VNC_AUTH:
         await _vnc_auth(stream, creds)
-        await _security_result(stream, minor, "VNC")
+        await _security_result(stream, minor, "VNC", creds.password)
         return SecurityOutcome(offered_names, "VncAuth")
     if chosen == C.SEC_ARD:
         await _ard(stream, creds)
-        await _security_result(stream, minor, "Apple Remote Desktop")
+        await _security_result(stream, minor, "Apple Remote Desktop", creds.password)
         return SecurityOutcome(offered_names, "AppleRemoteDesktop")
     used = await _vencrypt(stream, creds, tls, server_hostname, allowed)
-    await _security_result(stream, minor, f"VeNCrypt {used}")
+    await _security_result(stream, minor, f"VeNCrypt {used}", creds.password)
     return SecurityOutcome(offered_names, f"VeNCrypt/{used}")
 
 
@@ -231,12 +259,14 @@ async def _vencrypt(stream: Stream, creds: Credentials, tls: TLSOptions,
         raise SecurityError("server refused VeNCrypt version 0.2")
     count = await stream.u8()
     subtypes = list(struct.unpack(f">{count}I", await stream.read(4 * count)))
-    names = [C.VENCRYPT_NAMES.get(t, str(t)) for t in subtypes]
+    names = [_subtype_name(t) for t in subtypes]
     have_x509_trust = bool(tls.ca_file or tls.fingerprint)
     candidates = [t for t in _vencrypt_preference(creds, tls) if t in subtypes
                   and _allowed(C.VENCRYPT_NAMES[t], allowed)
                   and (have_x509_trust or t < C.VENCRYPT_X509_NONE)]
     if not candidates:
+        if not subtypes:
+            raise SecurityError("server offers VeNCrypt but no VeNCrypt sub-types")
         x509_only = all(C.VENCRYPT_X509_NONE <= t <= C.VENCRYPT_X509_PLAIN for t in subtypes)
         if x509_only and not have_x509_trust:
             raise SecurityError(
@@ -246,10 +276,14 @@ async def _vencrypt(stream: Stream, creds: Credentials, tls: TLSOptions,
     sub = candidates[0]
     stream.write(struct.pack(">I", sub))
     await stream.drain()
-    if await stream.u8() != 1:
-        raise SecurityError(f"server refused VeNCrypt sub-type {C.VENCRYPT_NAMES[sub]}")
 
     if sub != C.VENCRYPT_PLAIN:
+        # The acknowledgement byte (1: go ahead with the TLS handshake) belongs to the TLS
+        # sub-types only; after Plain the server waits for the credentials straight away
+        # (TigerVNC's SSecurityTLS sends it, its SSecurityPlain does not), so reading it
+        # for Plain would leave both sides waiting.
+        if await stream.u8() != 1:
+            raise SecurityError(f"server refused VeNCrypt sub-type {C.VENCRYPT_NAMES[sub]}")
         x509 = sub >= C.VENCRYPT_X509_NONE
         context = _x509_tls_context(tls) if x509 else _anonymous_tls_context()
         try:
