@@ -137,7 +137,10 @@ def start_xvnc(geometry: str = "1280x800", security: str = "None", password: str
         workdir = tempfile.mkdtemp(prefix="vncmcp-xvnc-")
         argv = ["Xvnc", f":{n}", "-geometry", geometry, "-depth", "24", "-rfbport", str(p),
                 "-localhost", "-SecurityTypes", security, "-AlwaysShared", "-nolisten", "tcp",
-                "-ac", "-Log", "*:stderr:30"]
+                "-ac", "-Log", "*:stderr:30",
+                # Xvnc counts every connection that has not authenticated yet (our own port
+                # probe included) and locks loopback out after five: not useful here.
+                "-UseBlacklist=0"]
         if password is not None:
             argv += ["-PasswordFile", make_vnc_password_file(password, workdir)]
         argv += extra_args or []
@@ -170,7 +173,9 @@ def start_x11vnc(geometry: str = "1280x800", password: str | None = None,
         try:
             wait_for_x(n)
             argv = ["x11vnc", "-display", f":{n}", "-rfbport", str(p), "-localhost", "-forever",
-                    "-shared", "-noxdamage", "-nopw", "-quiet"]
+                    "-shared", "-noxdamage", "-nopw", "-quiet",
+                    # Without a window manager x11vnc otherwise skips the clipboard for ~45 s.
+                    "-env", "X11VNC_AVOID_WINDOWS=never"]
             if password is not None:
                 pwfile = os.path.join(workdir, "x11vnc.pass")
                 subprocess.run(["x11vnc", "-storepasswd", password, pwfile], capture_output=True, check=True)

@@ -10,6 +10,8 @@ VNC worker, one per desktop (`vnc-<desktop>.pub`, `vnc-<desktop>.ctl`):
     [b"frame", header, pixels...]   header = {epoch, seq, t, w, h, rects: [[x,y,w,h]...],
                                               resized, cursor: {x, y} | absent}
                                     one pixels frame per rect: h*w*4 bytes R,G,B,X row-major
+    [b"damage", header]             the same header as "frame", without pixels: for readers
+                                    (the broker) that fetch only the crops they need
     [b"state", header]              connection state, on every change and once a second
                                     {epoch, seq, connected, since, error, name, w, h, server}
     [b"clip",  {epoch, text}]       the server's clipboard changed
@@ -35,6 +37,7 @@ import msgpack
 import zmq
 
 TOPIC_FRAME = b"frame"
+TOPIC_DAMAGE = b"damage"
 TOPIC_STATE = b"state"
 TOPIC_CLIP = b"clip"
 TOPIC_BELL = b"bell"

@@ -49,7 +49,8 @@ def log_tail(desktop, lines: int = 40) -> str:
 def xvnc(security: str, *, password: str | None = None, extra: list[str] | None = None,
          blacklist: bool = False):
     """A small Xvnc with verbose logging (the log tail goes into failure messages)."""
-    args = ["-Log", "*:stderr:100"] + ([] if blacklist else ["-UseBlacklist=0"]) + (extra or [])
+    # start_xvnc turns the blacklist off; a later -UseBlacklist=1 turns it back on.
+    args = ["-Log", "*:stderr:100"] + (["-UseBlacklist=1"] if blacklist else []) + (extra or [])
     desktop = start_xvnc(geometry="320x200", security=security, password=password, extra_args=args)
     try:
         yield desktop

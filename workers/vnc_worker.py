@@ -121,7 +121,9 @@ class VncWorker:
         # A copy per rect: the framebuffer changes under the next update while ZeroMQ may
         # still be sending this one.
         buffers = [fb[y:y + h, x:x + w].copy() for x, y, w, h in rects]
-        wire.send_parts(self.pub, [wire.TOPIC_FRAME, wire.pack(header)] + buffers)
+        packed = wire.pack(header)
+        wire.send_parts(self.pub, [wire.TOPIC_DAMAGE, packed])
+        wire.send_parts(self.pub, [wire.TOPIC_FRAME, packed] + buffers)
         self.frames_published += 1
         self.bytes_published += sum(b.nbytes for b in buffers)
 
@@ -162,23 +164,31 @@ class VncWorker:
             crop = np.ascontiguousarray(session.framebuffer[y:y + h, x:x + w])
             return wire.ok_parts({"epoch": self.epoch, "seq": self.seq, "x": x, "y": y, "w": w, "h": h}, [crop])
         if verb == b"input":
+            notes = []
             for action in body["actions"]:
-                await self._input(session, action)
-            return wire.ok_parts({"epoch": self.epoch, "seq": self.seq})
+                note = await self._input(session, action)
+                if note:
+                    notes.append(note)
+            return wire.ok_parts({"epoch": self.epoch, "seq": self.seq, "notes": notes})
         raise ValueError(f"unknown verb {verb!r}")
 
-    async def _input(self, session: RFBSession, action: dict) -> None:
+    async def _input(self, session: RFBSession, action: dict) -> str | None:
+        """Send one input action; return a note for the caller when something was lost."""
         if "key" in action:
             await session.key(int(action["key"]), bool(action["down"]))
         elif "pointer" in action:
             x, y = action["pointer"]
             await session.pointer(int(x), int(y), int(action.get("buttons", 0)))
         elif "cut_text" in action:
-            await session.cut_text(str(action["cut_text"]))
+            sent = await session.cut_text(str(action["cut_text"]))
+            if sent.replaced and not sent.utf8:
+                return (f"the server takes only Latin-1 clipboard text: {sent.replaced} "
+                        "character(s) were sent as '?'")
         elif "sleep_ms" in action:
             await asyncio.sleep(min(float(action["sleep_ms"]), 10_000) / 1000)
         else:
             raise ValueError(f"unknown input action {sorted(action)}")
+        return None
 
     def status(self) -> dict:
         s = self.state()
