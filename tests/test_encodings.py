@@ -3,6 +3,7 @@ against hostile servers, and live against Xvnc and x11vnc."""
 import asyncio
 import io
 import os
+import shutil
 import struct
 import time
 import zlib
@@ -17,6 +18,7 @@ from workers.rfb import constants as C
 from workers.rfb import decoders
 from workers.rfb.decoders import DECODERS, DecoderState
 from workers.rfb.stream import Stream
+from xshot import root_image
 
 
 # -- harness -------------------------------------------------------------------------------
@@ -342,9 +344,28 @@ def test_zlib_rects_share_one_stream():
                               rgbx(image))
 
 
+def test_empty_zlib_rect_consumes_its_flush_and_keeps_the_stream():
+    # An empty rectangle whose zlib data inflates to nothing (a sync flush) is legal and must
+    # be consumed; data that inflates to anything is refused (zlib reads max_length 0 as "no limit").
+    rng = np.random.default_rng(9)
+    state, compressor = DecoderState(), zlib.compressobj()
+    flush = compressor.flush(zlib.Z_SYNC_FLUSH)
+    decode(C.ENC_ZLIB, struct.pack(">I", len(flush)) + flush, 0, 0, state=state)
+    image = runny(rng, 5, 7, random_colours(rng, 3))
+    data = zlib_chunk(compressor, rgbx(image).tobytes())
+    assert np.array_equal(decode(C.ENC_ZLIB, struct.pack(">I", len(data)) + data, 7, 5, state=state), rgbx(image))
+    spill = zlib_chunk(zlib.compressobj(), b"\1\2\3\4")
+    expect_error(C.ENC_ZLIB, struct.pack(">I", len(spill)) + spill, 0, 0, "inflates beyond the 0 bytes")
+
+
 def tight_basic(compressors, stream_id, filter_id, payload, *, pre=b"", no_zlib=False):
-    control = (0xE0 if no_zlib else 0x40 | stream_id << 4) if filter_id is not None else (0xA0 if no_zlib else stream_id << 4)
-    out = bytes([control]) + (bytes([filter_id]) if filter_id is not None else b"") + pre
+    """A Tight BasicCompression rectangle; filter_id None: no filter byte (copy filter).
+    `pre`: what goes before the pixel data (a palette)."""
+    if no_zlib:
+        control = 0xA0 if filter_id is None else 0xE0
+    else:
+        control = stream_id << 4 | (0 if filter_id is None else 0x40)
+    out = bytes([control]) + (b"" if filter_id is None else bytes([filter_id])) + pre
     if no_zlib or len(payload) < 12:
         return out + payload
     data = zlib_chunk(compressors[stream_id], payload)
@@ -554,14 +575,19 @@ def photo():
     return rgb.astype(np.uint8)
 
 
+PHOTO_AT = (520, 40)
+
+
 def busy_scene(desktop):
     desktop.xterm(geometry="48x10+10+10", extra=["-bg", "navy", "-fg", "yellow"],
                   command=["sh", "-c", "printf 'colour \\033[31mred \\033[32mgreen \\033[1;35mbold\\033[0m\\n'; "
                            "ls -l /usr; sleep 120"])
-    desktop.xterm(geometry="60x12+150+300", command=["sh", "-c", "echo plain xterm; seq 1 200 | tr '\\n' ' '; sleep 120"])
-    path = os.path.join(desktop.workdir, "photo.xwd")
-    xwd_file(photo(), path)
-    desktop.run_client(["xwud", "-in", path, "-geometry", "+520+40"])
+    desktop.xterm(geometry="60x12+150+300",
+                  command=["sh", "-c", "echo plain xterm; seq 1 200 | tr '\\n' ' '; sleep 120"])
+    if shutil.which("xwud"):
+        path = os.path.join(desktop.workdir, "photo.xwd")
+        xwd_file(photo(), path)
+        desktop.run_client(["xwud", "-in", path, "-geometry", f"+{PHOTO_AT[0]}+{PHOTO_AT[1]}"])
     time.sleep(1.0)
 
 
@@ -606,6 +632,7 @@ def test_encoding_alone_is_pixel_exact(any_server, encoding):
     assert name in seen, f"{any_server.kind} sent {sorted(seen)}"
 
 
+@pytest.mark.skipif(not shutil.which("xwud"), reason="needs xwud to show a photo-like image")
 def test_tight_jpeg_is_close(any_server, monkeypatch):
     busy_scene(any_server)
     jpeg_rects = []
@@ -622,13 +649,17 @@ def test_tight_jpeg_is_close(any_server, monkeypatch):
         try:
             await park_pointer(session)
             await pump.quiet(ms=500)
-            from xshot import root_image
             truth = await asyncio.to_thread(root_image, any_server.env)
-            ours = session.framebuffer[:, :, :3]
-            return np.abs(ours.astype(int) - truth).mean(), set(session.info.encodings_seen)
+            error = np.abs(session.framebuffer[:, :, :3].astype(int) - truth)
+            return error, set(session.info.encodings_seen)
         finally:
             await pump.close()
     error, seen = run(main())
     assert "Tight" in seen
     assert jpeg_rects, f"{any_server.kind} sent no JPEG rectangle"
-    assert error < 2.0, f"mean abs error {error:.2f}"
+    x, y = PHOTO_AT
+    smooth = error[y:y + 120, x:x + 240]  # the photo above its noisy band
+    print(f"{any_server.kind}: {len(jpeg_rects)} JPEG rects, mean abs error {error.mean():.2f} "
+          f"(frame), {smooth.mean():.2f} (smooth photo)")
+    assert error.mean() < 1.0  # lossless elsewhere; measured 0.04 (Xvnc), 0.25 (x11vnc)
+    assert smooth.mean() < 3.0  # measured 0.4-0.7 at quality 6; R and B swapped would give 68

@@ -335,8 +335,10 @@ class RFBSession:
                     raise ProtocolError(f"server sent a {C.encoding_name(encoding)} rectangle {w}x{h}+{x}+{y} "
                                         f"outside the {fb_w}x{fb_h} framebuffer")
                 seen.add(C.encoding_name(encoding))
+                # Even an empty rectangle carries bytes in some encodings (CopyRect's source,
+                # zlib lengths): the decoder must consume them to stay in step.
+                await decoder(self._decoders, s, self.framebuffer, x, y, w, h)
                 if w and h:
-                    await decoder(self._decoders, s, self.framebuffer, x, y, w, h)
                     update.rects.append((x, y, w, h))
                 continue
             await self._pseudo_rect(update, x, y, w, h, encoding)

@@ -56,11 +56,18 @@ def inflate_exact(inflater, data: bytes, expected: int, what: str) -> bytes:
 
 def _inflate(inflater, data: bytes, limit: int, what: str) -> bytes:
     """Inflate `data`, refusing to produce more than `limit` bytes."""
+    if limit == 0:
+        # To zlib, max_length 0 means "no limit". An empty rectangle may still carry zlib
+        # bytes that inflate to nothing (a sync flush); they must be consumed all the same.
+        limit_for_zlib, limit = 1, 0
+    else:
+        limit_for_zlib = limit
     try:
-        out = inflater.decompress(data, limit)
+        out = inflater.decompress(data, limit_for_zlib)
         # Output can also wait inside the inflater with all input consumed (data cut after a
         # match that runs past the limit); it would come out as the next rectangle's start.
-        beyond = bool(inflater.unconsumed_tail) or (len(out) == limit and bool(inflater.decompress(b"", 1)))
+        beyond = (len(out) > limit or bool(inflater.unconsumed_tail)
+                  or (len(out) == limit and bool(inflater.decompress(b"", 1))))
     except zlib.error as e:
         raise ProtocolError(f"{what}: corrupt zlib data ({e})") from None
     if beyond:
