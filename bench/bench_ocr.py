@@ -4,7 +4,8 @@
 
 Prints per screen: line finding, cold OCR (empty cache), unchanged frame (warm cache),
 word recall; and the typing_f1 -> typing_f2 step (one typed line) with a warm cache.
-The multi-worker figures (cold 1080p with 2 workers) come with the OCR pool (issue 3).
+The service figures (broker + 1 vs 2 worker processes, live desktop, typed line, unchanged
+frame, RSS) are in bench/bench_ocr_live.py.
 """
 from __future__ import annotations
 

@@ -74,6 +74,8 @@ class Config:
     ocr_workers: int
     ocr_lang: str
     source: str | None = None
+    ocr_listen: str | None = None   # tcp://HOST:PORT for remote OCR workers (CURVE only)
+    keys_dir: str | None = None     # `vncmcp keygen` directory for that endpoint
 
     @property
     def default_desktop(self) -> DesktopConfig:
@@ -215,4 +217,6 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
                   runtime_dir=env.get("VNCMCP_RUNTIME_DIR") or service.get("runtime_dir") or _runtime_dir_default(),
                   ocr_workers=ocr_workers,
                   ocr_lang=env.get("VNCMCP_OCR_LANG") or service.get("ocr_lang") or "eng",
-                  source=path)
+                  source=path,
+                  ocr_listen=env.get("VNCMCP_OCR_LISTEN") or service.get("ocr_listen") or None,
+                  keys_dir=env.get("VNCMCP_KEYS_DIR") or service.get("keys_dir") or None)

@@ -28,6 +28,66 @@ VNC worker, one per desktop (`vnc-<desktop>.pub`, `vnc-<desktop>.ctl`):
 A reader applies the snapshot, then every frame message of the same epoch whose seq is
 greater (subscribe before asking for the snapshot, as in the ZeroMQ guide's clone pattern).
 A new epoch means a new RFB session: take a new snapshot.
+
+OCR broker, one per service (`broker.jobs`, `broker.ctl`, `broker.pub`):
+
+  Jobs (ROUTER `broker.jobs`; also the `ocr_listen` tcp:// endpoint, always with CURVE).
+  OCR workers connect a DEALER; the first frame is the verb (the ROUTER adds the identity).
+  Worker -> broker:
+    [b"ready", {pid, host, lang}]     once per connection: the worker is idle and known
+    [b"hb", {busy: job_id | None}]    every WORKER_HEARTBEAT s, busy or not (recognition
+                                      runs in its own thread); silence for WORKER_LIVENESS
+                                      beats (or the socket's disconnect) means it is gone
+    [b"result", {job_id, ms, lines: [[{text, box, conf}...] one list per job line]}]
+                                      boxes in SCREEN pixels [x0, y0, x1, y1], x1/y1 exclusive
+    [b"error", {job_id, error}]       the job itself is bad (wrong size, wrong language)
+    [b"unavailable", {error}]         "OCR unavailable: ..." (no traineddata, unknown
+                                      language); the worker then exits with EXIT_UNAVAILABLE
+  Broker -> worker:
+    [b"job", {job_id, lines: [[x0,y0,x1,y1]...], origin: [x, y], lang, w, h, channels,
+              test?}, pixels]         pixels: h*w*channels bytes, channels 1 (grey) or 4
+                                      (R,G,B,X); line boxes in the crop's own pixels, and
+                                      origin is where the crop's (0, 0) lies on the screen
+    [b"hb", {}]                       every WORKER_HEARTBEAT s; a worker that hears nothing
+                                      for WORKER_LIVENESS beats reconnects with a new socket
+    [b"reset", {}]                    "I do not know you": send ready again
+  A job that was on a worker that died or hung (no result by its attempt deadline) is
+  queued again in front; one that was on two such workers is dropped and counted failed.
+  `test` flags ({sleep_ms, exit}) are obeyed only by workers started with
+  VNCMCP_TEST_HOOKS=1, so that tests can hang or kill a worker mid-job.
+
+  Control (ROUTER `broker.ctl`), request [verb, body] -> reply [b"ok" | b"err", header]:
+    b"ocr_snapshot" {desktop}         -> {desktop, epoch, seq, rev, w, h, lines}
+    b"ocr_now" {desktop, region?: [x0,y0,x1,y1], timeout_ms, stale_ok?}
+                                      -> {desktop, epoch, seq, rev, lines, stale}
+                                      once the store is current for the frame seq the VNC
+                                      worker had when the request came (its jobs go before
+                                      background work); on the deadline an error, or with
+                                      stale_ok the lines as they are and stale: true
+    b"ocr_image" {w, h, channels, cache?: bool, timeout_ms?, test?} + pixels
+                                      -> {lines, ms, line_count, failed: [{box, error}]}:
+                                      any image through the same pipeline and worker pool
+                                      (benchmarks, tests); an error if no line could be read
+    b"status" {}                      -> {queue, queue_urgent, inflight, workers: [{id, pid,
+                                          host, busy, jobs, up_s}], latency_ms: {p50, p95},
+                                          cache: {hits, misses, entries}, jobs: {done,
+                                          requeued, failed, expired, bad}, curve?: {accepted,
+                                          denied}, error?: "OCR unavailable: ...", desktops:
+                                          {name: {epoch, seq, rev, lines, passes, unchanged,
+                                          pass_ms_p50, unchanged_ms_p50,
+                                          damage_to_store_ms_p50, connected, error}}}
+  A line is {text, box, conf, words: [{text, box, conf}], seq}: seq is the frame it was
+  read from; the store as a whole is current up to its own seq.
+
+  Store updates (PUB `broker.pub`), clone pattern sequenced by rev per desktop:
+    [b"ocr", {desktop, rev, epoch, seq, reset, removed: [boxes], added: [lines]}]
+  A mirror subscribes, asks for ocr_snapshot, then applies the updates with a greater rev
+  in order (removed boxes first, then added lines); reset means start from empty; a gap
+  in rev means ask for a new snapshot. Every pass publishes, so seq moves on even when no
+  text changed.
+
+Exit status: an OCR worker that cannot start tesseract exits with EXIT_UNAVAILABLE (78,
+EX_CONFIG), which the supervisor marks FATAL instead of restarting it in a loop.
 """
 from __future__ import annotations
 
@@ -44,6 +104,23 @@ TOPIC_BELL = b"bell"
 
 OK = b"ok"
 ERR = b"err"
+
+TOPIC_OCR = b"ocr"
+
+# OCR worker <-> broker (see the docstring).
+W_READY = b"ready"
+W_HEARTBEAT = b"hb"
+W_RESULT = b"result"
+W_ERROR = b"error"
+W_UNAVAILABLE = b"unavailable"
+W_JOB = b"job"
+W_RESET = b"reset"
+WORKER_HEARTBEAT = 0.5      # seconds between heartbeats, both ways
+WORKER_LIVENESS = 4         # beats of silence before the other side counts as gone
+
+# EX_CONFIG: OCR cannot start here; restarting will not help (restart_policy owns the number).
+from broker.restart_policy import EX_CONFIG as EXIT_UNAVAILABLE  # noqa: E402
+TEST_HOOKS_ENV = "VNCMCP_TEST_HOOKS"
 
 # Below this size a buffer is copied into the message; above it ZeroMQ keeps a reference.
 COPY_THRESHOLD = 64 * 1024
@@ -71,6 +148,16 @@ def vnc_endpoints(runtime_dir: str, desktop: str) -> tuple[str, str]:
     """(pub, ctl) endpoints of one desktop's VNC worker."""
     base = os.path.join(runtime_dir, f"vnc-{desktop}")
     return f"ipc://{base}.pub", f"ipc://{base}.ctl"
+
+
+def broker_endpoints(runtime_dir: str) -> tuple[str, str, str]:
+    """(jobs, ctl, pub) endpoints of the OCR broker."""
+    return tuple(f"ipc://{os.path.join(runtime_dir, f'broker.{kind}')}" for kind in ("jobs", "ctl", "pub"))
+
+
+def ipc_path(endpoint: str) -> str | None:
+    """The socket file of an ipc:// endpoint (None for other transports)."""
+    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
 
 
 def send_parts(socket: zmq.Socket, parts: list, **kw):
@@ -111,10 +198,11 @@ class Requester:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(self._endpoint)
 
-    async def request(self, verb: bytes, body: dict | None = None, timeout: float = 5.0) -> tuple[dict, list]:
+    async def request(self, verb: bytes, body: dict | None = None, timeout: float = 5.0,
+                      buffers: list | None = None) -> tuple[dict, list]:
         if self._socket is None:
             self._connect()
-        await self._socket.send_multipart([b""] + request_parts(verb, body))
+        await self._socket.send_multipart([b""] + request_parts(verb, body) + list(buffers or []))
         if not await self._socket.poll(timeout * 1000):
             # A lost reply would pair the next request with the wrong answer: start over.
             self._socket.close()

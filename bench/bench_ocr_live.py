@@ -1,0 +1,273 @@
+"""OCR service benchmark: the real broker and OCR worker processes, 1 worker then 2.
+
+    .venv/bin/python bench/bench_ocr_live.py [--runs 3]
+
+Prints, with 1 and with 2 workers side by side:
+  - cold full frame (empty cache) on the sample screens (../shared/ocr-samples) and on a live
+    1920x1080 Xvnc desktop full of xterms, fed through the broker as `ocr_image` jobs:
+    median wall time and word recall (bag of words against the known text);
+and with 2 workers:
+  - one typed character: from the VNC worker publishing the damage to a store update
+    received by a subscriber (median), and the broker's own damage -> store figure;
+  - an unchanged redraw (an xterm rewriting the same line, Xvnc with CompareFB=0): the
+    broker's pass time when the pixels turn out the same (median);
+  - the live desktop's store after the broker read it by itself: recall;
+  - per-worker RSS.
+Targets (issue 3): cold 1080p <= 0.45 s with 2 workers at >= 97 % recall; typed line
+<= 40 ms damage -> store; unchanged frame <= 2 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import zmq  # noqa: E402
+import zmq.asyncio  # noqa: E402
+
+from broker import wire  # noqa: E402
+from broker.demo import start_xvnc  # noqa: E402
+from broker.ocr_client import OcrClient  # noqa: E402
+from workers.rfb.keysyms import char_keysym  # noqa: E402
+
+SAMPLES = os.path.join(ROOT, "..", "shared", "ocr-samples")
+VOCABULARY = ("the quick brown fox jumps over lazy dog invoice paid total report server started config "
+              "error warning connection refused retrying seconds update install package version module "
+              "function return value window screen button cancel save open close file folder user admin "
+              "network address port 8080 2024-03-14 10:02:15 42 1,249.99 /var/log/syslog README.md "
+              "build.gradle main.py (done) [ok] x86_64 alpha beta gamma delta").split()
+# (font, columns, rows, geometry position, extra xterm args): a mixed 1080p screen.
+XTERMS = [("10x20", 78, 24, "+0+0", []), ("9x15", 100, 32, "+800+0", []),
+          ("6x13", 130, 36, "+0+500", []), ("7x14", 90, 22, "+800+500", ["-rv"])]
+
+
+def text_block(rng: random.Random, columns: int, rows: int) -> list[str]:
+    lines = []
+    for _ in range(rows - 1):
+        words, length = [], 0
+        target = rng.randint(columns // 3, columns - 4)
+        while True:
+            word = rng.choice(VOCABULARY)
+            if length + len(word) + 1 > target:
+                break
+            words.append(word)
+            length += len(word) + 1
+        lines.append(" ".join(words))
+    return lines
+
+
+def recall(expected: list[str], got: list[str]) -> float:
+    want, have = collections.Counter(expected), collections.Counter(got)
+    return sum((want & have).values()) / max(sum(want.values()), 1)
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class Service:
+    def __init__(self, port: int):
+        self.runtime_dir = tempfile.mkdtemp(prefix="vncmcp-bench-")
+        self.env = dict(os.environ, VNCMCP_RUNTIME_DIR=self.runtime_dir, VNCMCP_HOST="127.0.0.1",
+                        VNCMCP_PORT=str(port), PYTHONPATH=ROOT)
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, verb: str) -> subprocess.Popen:
+        log = open(os.path.join(self.runtime_dir, f"{verb}-{len(self.procs)}.log"), "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "broker.cli", verb], cwd=ROOT, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def wait_workers(client: OcrClient, count: int, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = await client.status()
+            if len(status["workers"]) >= count:
+                return status
+        except wire.WireError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{count} OCR workers did not come up")
+
+
+async def cold(client: OcrClient, gray: np.ndarray, runs: int) -> tuple[float, list[str]]:
+    times, words = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = await client.ocr_image(np.ascontiguousarray(gray), gray.shape[1], gray.shape[0], cache=False,
+                                        timeout=120)
+        times.append(time.perf_counter() - started)
+        words = [w["text"] for line in result["lines"] for w in line["words"]]
+    return statistics.median(times), words
+
+
+def load_samples() -> dict:
+    from PIL import Image
+
+    from workers import ocr_engine
+    out = {}
+    for name in ("desk_mixed", "synth_ui", "typing_f1"):
+        path = os.path.join(SAMPLES, f"{name}.png")
+        if os.path.exists(path):
+            with open(os.path.join(SAMPLES, f"{name}.json")) as f:
+                truth = [w["text"] for w in json.load(f)["words"]]
+            out[name] = (ocr_engine.to_gray(np.asarray(Image.open(path).convert("RGB"))), truth)
+    return out
+
+
+async def typed_latency(ctx, service: Service, client: OcrClient, count: int) -> list[float]:
+    """Type characters into the `cat` xterm; time damage publication -> store update."""
+    pub, ctl = wire.vnc_endpoints(service.runtime_dir, "default")
+    damage = ctx.socket(zmq.SUB)
+    damage.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_DAMAGE)
+    damage.connect(pub)
+    store = ctx.socket(zmq.SUB)
+    store.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_OCR)
+    store.connect(wire.broker_endpoints(service.runtime_dir)[2])
+    vnc = wire.Requester(ctx, ctl)
+    await asyncio.sleep(0.5)
+    await vnc.request(b"input", {"actions": [{"pointer": [1500, 1000], "buttons": 0}]})
+    await asyncio.sleep(0.5)
+    latencies = []
+    text = "the quick brown fox jumps 12345 over"
+    for ch in (text * 3)[:count]:
+        while await damage.poll(0):
+            await damage.recv_multipart()
+        while await store.poll(0):
+            await store.recv_multipart()
+        k = char_keysym(ch)
+        await vnc.request(b"input", {"actions": [{"key": k, "down": True}, {"key": k, "down": False}]})
+        if not await damage.poll(2000):
+            continue
+        header = wire.unpack((await damage.recv_multipart())[1])
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and await store.poll(int((deadline - time.monotonic()) * 1000)):
+            update = wire.unpack((await store.recv_multipart())[1])
+            if update["seq"] >= header["seq"]:
+                latencies.append((time.time() - header["t"]) * 1000)
+                break
+        await asyncio.sleep(0.15)
+    vnc.close()
+    damage.close()
+    store.close()
+    return latencies
+
+
+async def amain(args) -> None:
+    rng = random.Random(42)
+    desktop = start_xvnc(geometry="1920x1080", extra_args=["-CompareFB=0"])
+    workdir = desktop.workdir
+    expected: list[str] = []
+    for i, (font, cols, rows, pos, extra) in enumerate(XTERMS):
+        lines = text_block(rng, cols, rows)
+        expected += " ".join(lines).split()
+        path = os.path.join(workdir, f"text{i}.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        desktop.xterm(geometry=f"{cols}x{rows}{pos}", font=font, extra=extra,
+                      command=["sh", "-c", f"cat {path}; exec sleep 100000"])
+    desktop.xterm(geometry="60x3+1300+1000", font="10x20", command=["sh", "-c", "stty -icanon; exec cat"])
+    desktop.xterm(geometry="30x1+0+1050", font="9x15",
+                  command=["sh", "-c", "while :; do printf '\\rthe same line again'; sleep 0.1; done"])
+    service = Service(desktop.port)
+    ctx = zmq.asyncio.Context()
+    client = OcrClient(ctx, service.runtime_dir)
+    samples = load_samples()
+    table: dict[str, dict[int, tuple[float, float]]] = collections.defaultdict(dict)
+    try:
+        service.start("vnc-worker")
+        service.start("broker")
+        workers = [service.start("ocr-worker")]
+        await wait_workers(client, 1)
+        await asyncio.sleep(2.0)   # let the xterms draw and the broker's first pass finish
+        vnc = wire.Requester(ctx, wire.vnc_endpoints(service.runtime_dir, "default")[1])
+        header, buffers = await vnc.request(b"snapshot")
+        from workers import ocr_engine
+        live = ocr_engine.to_gray(np.frombuffer(buffers[0], np.uint8).reshape(header["h"], header["w"], 4))
+        vnc.close()
+        for count in (1, 2):
+            if count == 2:
+                workers.append(service.start("ocr-worker"))
+                await wait_workers(client, 2)
+            for name, (gray, truth) in samples.items():
+                seconds, words = await cold(client, gray, args.runs)
+                table[name][count] = (seconds, recall(truth, words))
+            seconds, words = await cold(client, live, args.runs)
+            table["live 1080p"][count] = (seconds, recall(expected, words))
+
+        print(f"# vncmcp OCR service benchmark: broker + N OCR worker processes, {os.cpu_count()} cores, "
+              f"median of {args.runs}")
+        print(f"{'cold full frame':<16} {'1 worker':>20} {'2 workers':>20}   speed-up")
+        for name, row in table.items():
+            one, two = row[1], row[2]
+            print(f"{name:<16} {one[0] * 1000:8.0f} ms  r {one[1]:.3f} {two[0] * 1000:8.0f} ms  r {two[1]:.3f}"
+                  f"   {one[0] / two[0]:.2f}x")
+
+        # The broker's own reading of the live desktop (damage-driven store).
+        snap = await client.snapshot("default")
+        store_words = [w["text"] for line in snap["lines"] for w in line["words"]]
+        print(f"live store       {len(snap['lines'])} lines, recall {recall(expected, store_words):.3f} "
+              f"of the {len(expected)} words shown")
+
+        latencies = await typed_latency(ctx, service, client, args.chars)
+        status = await client.status()
+        desk = status["desktops"]["default"]
+        if latencies:
+            print(f"typed character  damage published -> store update received: median "
+                  f"{statistics.median(latencies):.1f} ms, p90 {sorted(latencies)[int(0.9 * len(latencies))]:.1f} ms "
+                  f"(n={len(latencies)}); broker's damage->store p50 {desk['damage_to_store_ms_p50']} ms")
+        print(f"unchanged redraw broker pass when the pixels are the same: median {desk['unchanged_ms_p50']} ms "
+              f"({desk['unchanged']} of {desk['passes']} passes)")
+        print(f"jobs             p50 {status['latency_ms']['p50']} ms, p95 {status['latency_ms']['p95']} ms; "
+              f"cache {status['cache']}")
+        rss = [f"{w['pid']}: {rss_mb(w['pid']):.0f} MB" for w in status["workers"] if rss_mb(w["pid"])]
+        print(f"worker RSS       {', '.join(rss)}; broker {rss_mb(status['pid']):.0f} MB")
+    finally:
+        client.close()
+        service.stop()
+        desktop.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--chars", type=int, default=20, help="characters typed for the latency figure")
+    args = ap.parse_args()
+    asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Screen-specific parts of the OCR engine with real tesseract on rendered lines: the
+terminal cursor (solid or hollow) and window decoration must not become words."""
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from workers import ocr_engine
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return ocr_engine.LineReader()
+
+
+def render(text: str, cursor: str | None = None, dark: bool = False) -> np.ndarray:
+    """A terminal-like line: text, then a cursor cell after one space."""
+    bg, fg = (0, 230) if dark else (255, 0)
+    image = Image.new("L", (520, 44), bg)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=22)
+    draw.text((10, 10), text, fill=fg, font=font)
+    x = 10 + draw.textlength(text + " ", font=font)
+    if cursor == "solid":
+        draw.rectangle((x, 8, x + 12, 35), fill=fg)
+    elif cursor == "hollow":
+        draw.rectangle((x, 8, x + 12, 35), outline=fg)
+    return np.asarray(image)
+
+
+def words(reader, gray):
+    return [w.text for w in ocr_engine.read_screen(reader, gray)]
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_block_cursor_after_a_word_is_not_read(reader, dark):
+    assert words(reader, render("files uploaded", "solid", dark)) == ["files", "uploaded"]
+
+
+def test_cursor_alone_on_a_line_is_no_word(reader):
+    for kind in ("solid", "hollow"):
+        image = render("", kind)
+        boxes = ocr_engine.find_text_lines(image)
+        assert boxes and all(ocr_engine.is_block(image, b) for b in boxes)
+        assert words(reader, image) == []
+
+
+def test_text_is_not_a_block():
+    image = render("Invoice 4821 paid")
+    assert not any(ocr_engine.is_block(image, b) for b in ocr_engine.find_text_lines(image))
+    # White text on a filled button is a label, not a block.
+    button = np.full((40, 120), 255, np.uint8)
+    button[5:35, 5:115] = 40
+    drawn = Image.fromarray(button)
+    ImageDraw.Draw(drawn).text((20, 10), "Save", fill=255, font=ImageFont.load_default(size=18))
+    assert not ocr_engine.is_block(np.asarray(drawn), (5, 5, 115, 35))
+
+
+@pytest.mark.parametrize("text,conf,decoration", [
+    ("[@]", 80, True), ("(_]", 34, True), ("Ey]", 27, True), ("}", 42, True),
+    ("Col", 37, False), ("7", 37, False), ("[", 93, False), ("80%]", 60, False), ("&", 89, False)])
+def test_decoration_filter(text, conf, decoration):
+    assert ocr_engine.is_decoration(text, conf) is decoration
