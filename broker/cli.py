@@ -66,11 +66,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="words with boxes and confidences")
     p.add_argument("--lang", help="tesseract language(s), e.g. eng or eng+deu (default: VNCMCP_OCR_LANG or eng)")
 
-    p = sub.add_parser("vnc-worker", help="(internal) run the VNC worker for one desktop")
+    p = sub.add_parser("serve", help="run the service in the foreground (systemd Type=notify)")
     _desktop_args(p)
-    p.add_argument("--runtime-dir", help="where the worker's sockets live")
 
-    p = sub.add_parser("serve", help="run the service in the foreground")
+    p = sub.add_parser("mcp", help="stdio MCP frontend; starts an embedded service if none is running")
+    _desktop_args(p)
+    p.add_argument("--http", metavar="HOST:PORT", help="serve Streamable HTTP instead of stdio")
+    p.add_argument("--no-service", action="store_true",
+                   help="never start an embedded service: use the one running (tests, externally managed service)")
+
+    p = sub.add_parser("stats", help="per-process state, restarts, CPU, RSS and figures")
+    p.add_argument("--config")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", nargs="?", const=2.0, type=float, metavar="SECONDS")
+
+    p = sub.add_parser("ctl", help="operator control")
+    p.add_argument("--config")
+    p.add_argument("action", choices=["status", "restart"])
+    p.add_argument("name", nargs="?", help="process name (for restart)")
+
+    p = sub.add_parser("keygen", help="CURVE key pairs for remote OCR workers and frontends")
+    p.add_argument("directory")
+
+    p = sub.add_parser("ocr-worker", help="an OCR worker (on this or another machine)")
+    p.add_argument("--config")
+    p.add_argument("--connect", metavar="ENDPOINT", help="the broker's job endpoint, e.g. tcp://HOST:PORT")
+    p.add_argument("--keys", metavar="DIR", help="CURVE keys from `vncmcp keygen` (required for tcp://)")
+
+    p = sub.add_parser("broker", help="(internal) the OCR broker")
+    p.add_argument("--config")
+
+    p = sub.add_parser("vnc-worker", help="(internal) the VNC worker for one desktop")
     _desktop_args(p)
 
     args = parser.parse_args(argv)
@@ -83,15 +109,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "probe":
             from broker import probe
             return probe.run(_pick_desktop(cfg, args), args.screenshot)
-        if args.command in ("vnc-worker", "serve"):
-            from broker import service
-            return service.run(cfg, _pick_desktop(cfg, args), args)
+        if args.command == "vnc-worker":
+            from workers import vnc_worker
+            return vnc_worker.main_for(_pick_desktop(cfg, args), cfg.runtime_dir)
+        if args.command == "keygen":
+            return _module_main("broker.keys", args)
+        entry = {"serve": "broker.supervisor", "mcp": "mcp_frontend.server", "stats": "broker.ops",
+                 "ctl": "broker.ops", "ocr-worker": "workers.ocr_worker", "broker": "broker.ocr_broker"}
+        return _module_main(entry[args.command], cfg, args)
     except ConfigError as e:
         print(f"vncmcp: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 2
+
+
+def _module_main(module: str, *call_args) -> int:
+    """Run `module.main(...)`, importing only the module this verb needs."""
+    import importlib
+    return importlib.import_module(module).main(*call_args)
 
 
 if __name__ == "__main__":

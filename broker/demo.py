@@ -190,3 +190,17 @@ def start_x11vnc(geometry: str = "1280x800", password: str | None = None,
             if attempt == 4:
                 raise
     raise DesktopError("could not start x11vnc")
+
+
+def start_demo_desktop(runtime_dir: str) -> tuple[Desktop, str]:
+    """The demo desktop for `vncmcp serve` with nothing configured: a password-protected
+    Xvnc on loopback with a terminal. Returns it and the password file (mode 0600)."""
+    import secrets
+    password = secrets.token_urlsafe(9)[:8]  # VNC authentication uses 8 characters
+    desktop = start_xvnc(geometry="1280x800", security="VncAuth", password=password)
+    desktop.xterm(geometry="100x30+40+40", command=["bash", "-l"],
+                  font="-misc-fixed-medium-r-normal--18-*-*-*-*-*-iso10646-1")
+    path = os.path.join(runtime_dir, "demo-password")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(password + "\n")
+    return desktop, path

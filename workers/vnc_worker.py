@@ -19,6 +19,7 @@ import zmq
 import zmq.asyncio
 
 from broker import wire
+from broker.child import Heartbeat, die_with_parent
 from workers.rfb import Bell, CutText, FrameUpdate, RFBError, RFBSession
 
 log = logging.getLogger("vncmcp.vnc")
@@ -202,9 +203,29 @@ class VncWorker:
         return s
 
     async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
-            self._publish_state()
+        """The state once a second for subscribers, and a heartbeat for the supervisor."""
+        beat = Heartbeat(self.runtime_dir, self._rates)
+        try:
+            while True:
+                beat.beat()
+                await asyncio.sleep(HEARTBEAT_INTERVAL)
+                self._publish_state()
+        finally:
+            beat.close()
+
+    def _rates(self) -> dict:
+        """fps and bytes/s since the previous heartbeat, for `vncmcp stats`."""
+        now = time.monotonic()
+        received = self.session.bytes_read if self.session else 0
+        last = getattr(self, "_last_rates", None)
+        self._last_rates = (now, self.frames_published, received)
+        figures = {"connected": self.connected, "desktop": self.cfg.name, "frames": self.frames_published,
+                   "error": self.error}
+        if last is not None and now > last[0]:
+            dt = now - last[0]
+            figures["fps"] = round((self.frames_published - last[1]) / dt, 1)
+            figures["bytes_per_s"] = int(max(received - last[2], 0) / dt)
+        return figures
 
     # -- lifetime ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -237,6 +258,7 @@ class VncWorker:
 
 
 def main_for(desktop_cfg, runtime_dir: str) -> int:
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s vnc[%(process)d] %(levelname)s %(message)s")
 
     async def amain():
