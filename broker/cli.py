@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("mcp", help="stdio MCP frontend; starts an embedded service if none is running")
     _desktop_args(p)
-    p.add_argument("--http", metavar="HOST:PORT", help="serve Streamable HTTP instead of stdio")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve Streamable HTTP on a loopback address instead of stdio")
     p.add_argument("--no-service", action="store_true",
                    help="never start an embedded service: use the one running (tests, externally managed service)")
 

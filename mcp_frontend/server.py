@@ -57,12 +57,38 @@ def export_cli_overrides(args, env=os.environ) -> None:
                 env.pop("VNCMCP_PASSWORD", None)
 
 
+def adopt_service_desktops(cfg) -> None:
+    """Serve the desktops the running service has, not the ones our own settings name: an
+    MCP client configured with just `vncmcp mcp` knows nothing of the service's config file."""
+    from broker.config import DesktopConfig
+    from broker.supervisor import ping
+    answer = ping(cfg.runtime_dir)
+    names = (answer or {}).get("desktops")
+    if names and list(cfg.desktops) != names:
+        log.info("serving the running service's desktops: %s", ", ".join(names))
+        cfg.desktops = {n: cfg.desktops.get(n) or DesktopConfig(name=n) for n in names}
+
+
+LOOPBACK_NAMES = ("localhost",)
+
+
 def parse_http(value: str) -> tuple[str, int]:
-    """"HOST:PORT" (or "[v6]:PORT") -> (host, port)."""
+    """"HOST:PORT" (or "[v6]:PORT") -> (host, port). Loopback only: the HTTP transport has
+    no authentication of its own, and anyone who reaches it drives the desktop."""
+    import ipaddress
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--http takes HOST:PORT, e.g. 127.0.0.1:8765, got {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        loopback = host in LOOPBACK_NAMES or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"--http serves loopback only (127.0.0.1, ::1, localhost), got {host!r}: the MCP "
+                         f"HTTP transport has no authentication; reach it remotely through an SSH tunnel "
+                         f"or an authenticating reverse proxy")
+    return host, int(port)
 
 
 async def serve(cfg, default_desktop: str | None = None, http: tuple[str, int] | None = None,
@@ -92,15 +118,18 @@ def main(cfg, args) -> int:
     except ValueError as e:
         print(f"vncmcp: {e}", file=sys.stderr)
         return 2
-    default_desktop = getattr(args, "desktop", None)
-    if default_desktop and default_desktop not in cfg.desktops:
-        print(f"vncmcp: no desktop named {default_desktop!r}; configured: {', '.join(cfg.desktops)}",
-              file=sys.stderr)
-        return 2
     service = None
     if not getattr(args, "no_service", False):
         export_cli_overrides(args)
         service = ensure_service(cfg, cfg.source)
+    adopt_service_desktops(cfg)
+    default_desktop = getattr(args, "desktop", None)
+    if default_desktop and default_desktop not in cfg.desktops:
+        print(f"vncmcp: no desktop named {default_desktop!r}; configured: {', '.join(cfg.desktops)}",
+              file=sys.stderr)
+        if service is not None:
+            service.stop()
+        return 2
     try:
         anyio.run(serve, cfg, default_desktop, http)
     except FrontendError as e:

@@ -405,9 +405,13 @@ def test_server_arguments(capsys):
     assert server.parse_http("127.0.0.1:8765") == ("127.0.0.1", 8765)
     assert server.parse_http("[::1]:9000") == ("::1", 9000)
     assert server.parse_http(":9000") == ("127.0.0.1", 9000)
+    assert server.parse_http("localhost:9000") == ("localhost", 9000)
     for bad in ("8765", "host:", "host:99999", "host:http"):
         with pytest.raises(ValueError, match="HOST:PORT"):
             server.parse_http(bad)
+    for exposed in ("0.0.0.0:8765", "[::]:8765", "192.168.1.5:8765", "example.org:8765"):
+        with pytest.raises(ValueError, match="loopback only"):
+            server.parse_http(exposed)
     cfg = config.load(None, {"VNCMCP_HOST": "127.0.0.1", "VNCMCP_RUNTIME_DIR": tempfile.mkdtemp()})
     args = argparse.Namespace(http=None, desktop="attic", no_service=True)
     assert server.main(cfg, args) == 2
