@@ -8,7 +8,7 @@ Children (names as `vncmcp stats` shows them):
     ocr-<n>         OCR workers, n = 1..ocr_workers  python -m broker.cli ocr-worker
 
 Operator socket `supervisor.ctl` (ROUTER, broker/wire.py conventions):
-    b"ping" {}            -> {pid, ready}
+    b"ping" {}            -> {pid, ready, desktops: [names]}
     b"stats" {}           -> {pid, ready, uptime, processes: [{name, kind, state, pid, restarts,
                               uptime, cpu_percent, rss_mb, reason, figures}]}
     b"restart" {name}     -> {name, state}   (also brings a FATAL child back)
@@ -16,6 +16,7 @@ Operator socket `supervisor.ctl` (ROUTER, broker/wire.py conventions):
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -243,13 +244,15 @@ class Supervisor:
             self.ready = True
             self.notifier.notify(READY=1, STATUS=self.status_line())
             print(f"vncmcp: ready ({self.status_line()})", file=sys.stderr, flush=True)
+            print(f"vncmcp: MCP clients connect with {json.dumps(mcp_client_config(self.runtime_dir))}",
+                  file=sys.stderr, flush=True)
 
     def _handle_ctl(self, sock: zmq.Socket, now: float) -> None:
         parts = sock.recv_multipart()
         envelope, verb, body = parts[:-2], parts[-2], wire.unpack(parts[-1])
         try:
             if verb == b"ping":
-                reply = wire.ok_parts({"pid": os.getpid(), "ready": self.ready})
+                reply = wire.ok_parts({"pid": os.getpid(), "ready": self.ready, "desktops": list(self.cfg.desktops)})
             elif verb == b"stats":
                 reply = wire.ok_parts({"pid": os.getpid(), "ready": self.ready, "status": self.status_line(),
                                        "uptime": round(now - self.started, 1), "processes": self.process_table(now)})
@@ -343,6 +346,18 @@ class Supervisor:
             self._lock_file.close()
 
 
+def mcp_client_config(runtime_dir: str) -> dict:
+    """The MCP client server entry that reaches this service (for the log and the README)."""
+    script = os.path.join(os.path.dirname(sys.executable), "vncmcp")
+    entry = {"command": script if os.path.exists(script) else "vncmcp", "args": ["mcp"]}
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    # A frontend finds the service in $XDG_RUNTIME_DIR/vncmcp by itself; elsewhere it must be told.
+    if not (xdg and os.path.isdir(xdg) and os.path.samefile(os.path.dirname(runtime_dir), xdg)
+            and os.path.basename(runtime_dir) == "vncmcp"):
+        entry["env"] = {"VNCMCP_RUNTIME_DIR": runtime_dir}
+    return entry
+
+
 def exit_with_parent_if_embedded() -> None:
     """An embedded service (started by `vncmcp mcp`) ends when its frontend does."""
     if os.environ.get("VNCMCP_EMBEDDED_BY"):
@@ -371,7 +386,7 @@ def main(cfg, args) -> int:
 
 # -- for frontends: find or start a service ------------------------------------------
 def ping(runtime_dir: str, timeout: float = 0.5) -> dict | None:
-    """The running service's {pid, ready}, or None."""
+    """The running service's {pid, ready, desktops}, or None."""
     if not os.path.exists(os.path.join(runtime_dir, "supervisor.ctl")):
         return None
     ctx = zmq.Context.instance()

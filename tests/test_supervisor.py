@@ -135,7 +135,9 @@ def test_failing_child_goes_fatal_with_reason(service):
     assert s, "ocr-1 never went FATAL"
     assert "configuration cannot work" in proc_of(s, "ocr-1")["reason"]
     assert proc_of(s, "ocr-1")["restarts"] == 0, "a child that says its configuration cannot work is not retried"
-    assert proc_of(s, "vnc-default")["state"] == "RUNNING" and proc_of(s, "broker")["state"] == "RUNNING"
+    assert wait_for(lambda: (s := stats(service.runtime_dir)) and proc_of(s, "vnc-default")["state"] == "RUNNING"
+                    and proc_of(s, "broker")["state"] == "RUNNING" and proc_of(s, "ocr-1")["state"] == "FATAL", 10), \
+        "the other processes keep running"
     assert "FATAL" in s["status"]
     out = subprocess.run([sys.executable, "-m", "broker.cli", "stats"], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, VNCMCP_RUNTIME_DIR=service.runtime_dir, PYTHONPATH=ROOT))
