@@ -6,6 +6,8 @@ for settings.
     runtime_dir = "/run/user/1000/vncmcp"
     ocr_workers = 2
     ocr_lang = "eng"
+    audit_log = "~/.local/state/vncmcp/audit.jsonl"   # "off" for none
+    audit_redact_text = true
 
     [desktops.main]                 # any number of named desktops
     host = "192.168.1.20"
@@ -27,6 +29,7 @@ from workers.rfb import constants as C
 
 SECURITY_CHOICES = {"none", "vncauth", "appleremotedesktop", "plain", "tlsnone", "tlsvnc", "tlsplain",
                     "x509none", "x509vnc", "x509plain"}
+SERVICE_KEYS = {"runtime_dir", "ocr_workers", "ocr_lang", "ocr_listen", "keys_dir", "audit_log", "audit_redact_text"}
 CREDENTIAL_NAMES = ("vncmcp-password", "password")  # systemd LoadCredential= names we read
 
 
@@ -76,6 +79,8 @@ class Config:
     source: str | None = None
     ocr_listen: str | None = None   # tcp://HOST:PORT for remote OCR workers (CURVE only)
     keys_dir: str | None = None     # `vncmcp keygen` directory for that endpoint
+    audit_log: str | None = None    # JSON lines of every input tool call (None: off)
+    audit_redact_text: bool = True  # typed and clipboard text logged as its length only
 
     @property
     def default_desktop(self) -> DesktopConfig:
@@ -88,6 +93,22 @@ def _runtime_dir_default() -> str:
         # systemd's RuntimeDirectory= is ours already; XDG_RUNTIME_DIR is shared.
         return base if os.environ.get("RUNTIME_DIRECTORY") else os.path.join(base, "vncmcp")
     return f"/tmp/vncmcp-{os.getuid()}"
+
+
+def _audit_log_default(env) -> str:
+    state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "vncmcp", "audit.jsonl")
+
+
+def _flag(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 def _typed(where: str, key: str, value, kind):
@@ -141,6 +162,12 @@ def _validate(d: DesktopConfig, where: str) -> None:
             raise ConfigError(f"{where}security: unknown type {s!r}; choose from {', '.join(sorted(SECURITY_CHOICES))}")
     if d.tls_ca_file and not os.path.isfile(os.path.expanduser(d.tls_ca_file)):
         raise ConfigError(f"{where}tls_ca_file: no such file {d.tls_ca_file}")
+    if d.tls_fingerprint:
+        from workers.rfb.security import SecurityError, normalise_fingerprint
+        try:
+            normalise_fingerprint(d.tls_fingerprint)
+        except SecurityError as e:
+            raise ConfigError(f"{where}{e}") from None
     for key in ("max_width", "max_height", "max_cut_text"):
         if getattr(d, key) <= 0:
             raise ConfigError(f"{where}{key} must be positive")
@@ -160,6 +187,11 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
             raise ConfigError(f"config file {path}: {e}") from None
 
     service = data.pop("service", {})
+    if not isinstance(service, dict):
+        raise ConfigError("service must be a table")
+    for key in service:
+        if key not in SERVICE_KEYS:
+            raise ConfigError(f"service.{key} is not a setting; the settings are {', '.join(sorted(SERVICE_KEYS))}")
     tables = data.pop("desktops", {})
     desktops: dict[str, DesktopConfig] = {}
     if not isinstance(tables, dict):
@@ -213,10 +245,20 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
         raise ConfigError(f"VNCMCP_OCR_WORKERS must be a number, got {env.get('VNCMCP_OCR_WORKERS')!r}") from None
     if ocr_workers < 0:
         raise ConfigError("ocr_workers must be 0 or more")
+    audit_log = env.get("VNCMCP_AUDIT_LOG")
+    if audit_log is None:
+        audit_log = service.get("audit_log", _audit_log_default(env))
+    if not isinstance(audit_log, str):
+        raise ConfigError(f"audit_log must be a path, or \"off\", got {audit_log!r}")
+    audit_log = None if audit_log.strip().lower() in ("", "off") else os.path.expanduser(audit_log)
+    redact = env.get("VNCMCP_AUDIT_REDACT_TEXT")
+    audit_redact_text = _flag("VNCMCP_AUDIT_REDACT_TEXT" if redact is not None else "audit_redact_text",
+                              redact if redact is not None else service.get("audit_redact_text", True))
     return Config(desktops=desktops,
                   runtime_dir=env.get("VNCMCP_RUNTIME_DIR") or service.get("runtime_dir") or _runtime_dir_default(),
                   ocr_workers=ocr_workers,
                   ocr_lang=env.get("VNCMCP_OCR_LANG") or service.get("ocr_lang") or "eng",
                   source=path,
                   ocr_listen=env.get("VNCMCP_OCR_LISTEN") or service.get("ocr_listen") or None,
-                  keys_dir=env.get("VNCMCP_KEYS_DIR") or service.get("keys_dir") or None)
+                  keys_dir=env.get("VNCMCP_KEYS_DIR") or service.get("keys_dir") or None,
+                  audit_log=audit_log, audit_redact_text=audit_redact_text)

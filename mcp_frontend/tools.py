@@ -27,6 +27,7 @@ from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from mcp_frontend import actions, images
+from mcp_frontend.audit import AuditLog
 from mcp_frontend.actions import InputError
 from mcp_frontend.desktops import DesktopLink, Feedback, Frontend, FrontendError
 from mcp_frontend.mirror import merge_rects, rects_touch
@@ -258,15 +259,32 @@ def describe_validation(tool: str, error: ValidationError) -> str:
 
 
 class VncMcpServer(MCPServer):
-    """MCPServer whose argument-validation errors read like the tools' own errors."""
+    """MCPServer whose argument-validation errors read like the tools' own errors, and
+    whose input tool calls go to the audit log."""
+
+    audit: AuditLog | None = None
+    default_desktop: str | None = None
 
     async def call_tool(self, name, arguments, context=None):
+        started = time.time()
+        result = "ok"
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as e:
             if type(e) is ToolError and isinstance(e.__cause__, ValidationError):
-                raise ToolError(describe_validation(name, e.__cause__)) from e.__cause__
+                e = ToolError(describe_validation(name, e.__cause__))
+                result = f"error: {e}"
+                raise e from e.__cause__
+            result = f"error: {e}"
             raise
+        except BaseException as e:
+            result = f"error: {type(e).__name__}"
+            raise
+        finally:
+            if self.audit is not None:
+                shown = dict(arguments or {})
+                shown.setdefault("desktop", self.default_desktop)
+                self.audit.record(name, shown, result, started, time.time())
 
 
 def _problem(e: Exception) -> ToolError:
@@ -292,6 +310,8 @@ def build_server(fe: Frontend) -> MCPServer:
             "settle, instead of sleeping."),
         log_level="WARNING",
     )
+    server.audit = AuditLog(fe.cfg.audit_log, fe.cfg.audit_redact_text)
+    server.default_desktop = fe.default
 
     def lookup(desktop: str | None) -> DesktopLink:
         try:

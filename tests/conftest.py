@@ -1,9 +1,13 @@
 import os
 import sys
+import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# Audit logs (and anything else under $XDG_STATE_HOME) of the processes the tests start go
+# to a throwaway directory, never into the home of whoever runs the tests.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="vncmcp-test-state-")
 
 from broker.demo import start_x11vnc, start_xvnc  # noqa: E402
 

@@ -590,3 +590,36 @@ def test_without_ocr_text_tools_say_so_and_input_still_works(svc):
             assert status.structured_content["desktops"][0]["ocr"]["available"] is False
             assert "OCR OCR unavailable" not in text_of(status) and "no broker in this test" in text_of(status)
     run(main())
+
+
+def test_audit_log_records_every_input_call(svc, tmp_path):
+    import json
+    from broker import config
+    log_path = tmp_path / "audit" / "audit.jsonl"
+    cfg = config.load(None, dict(svc.env, VNCMCP_AUDIT_LOG=str(log_path)))
+    clear = config.load(None, dict(svc.env, VNCMCP_AUDIT_LOG=str(log_path), VNCMCP_AUDIT_REDACT_TEXT="false"))
+
+    async def main():
+        async with session(cfg) as s:
+            await s.call("move_mouse", {"x": MAIN[0], "y": MAIN[1]})
+            await s.call("type_text", {"text": "echo secret-typed-words\n"})
+            await s.call("screenshot", {"max_width": 64})          # reading: not audited
+            await s.error("click", {"x": 99999, "y": 5}, "x")      # refused: audited with its error
+            await s.call("set_clipboard", {"text": "clip-text"})
+        async with session(clear) as s:
+            await s.call("press_key", {"keys": "ctrl+c"})
+            await s.call("type_text", {"text": "kept\n"})
+    run(main())
+    entries = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [e["tool"] for e in entries] == ["move_mouse", "type_text", "click", "set_clipboard", "press_key",
+                                            "type_text"]
+    assert all(e["desktop"] == "default" and e["pid"] == os.getpid() and e["ms"] >= 0 for e in entries)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["time"]) for e in entries)
+    assert entries[0]["arguments"] == {"x": MAIN[0], "y": MAIN[1], "desktop": "default"} and entries[0]["result"] == "ok"
+    assert entries[1]["arguments"]["text"] == "<redacted: 24 characters>"
+    assert entries[2]["result"].startswith("error: ") and "99999" in entries[2]["result"]
+    assert entries[3]["arguments"]["text"] == "<redacted: 9 characters>"
+    assert entries[5]["arguments"]["text"] == "kept\n"
+    text = log_path.read_text()
+    assert "secret-typed-words" not in text and "clip-text" not in text
+    assert oct(log_path.stat().st_mode & 0o777) == "0o600"

@@ -100,7 +100,7 @@ def _anonymous_tls_context() -> ssl.SSLContext:
 def _x509_tls_context(tls: TLSOptions) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if tls.fingerprint:
-        _normalise_fingerprint(tls.fingerprint)  # refuse a malformed pin before the handshake
+        normalise_fingerprint(tls.fingerprint)  # refuse a malformed pin before the handshake
         # Pinned certificate: chain and name are not checked, the fingerprint is (after the handshake).
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -114,7 +114,7 @@ def _x509_tls_context(tls: TLSOptions) -> ssl.SSLContext:
     return ctx
 
 
-def _normalise_fingerprint(text: str) -> str:
+def normalise_fingerprint(text: str) -> str:
     """Lower-case hex without separators; accepts what `openssl x509 -fingerprint -sha256` prints."""
     hexdigits = "".join(text.split()).replace(":", "").lower()
     if len(hexdigits) != 64 or any(c not in "0123456789abcdef" for c in hexdigits):
@@ -295,7 +295,7 @@ async def _vencrypt(stream: Stream, creds: Credentials, tls: TLSOptions,
         if x509 and tls.fingerprint:
             der = stream.peer_certificate_der() or b""
             got = hashlib.sha256(der).hexdigest()
-            if got != _normalise_fingerprint(tls.fingerprint):
+            if got != normalise_fingerprint(tls.fingerprint):
                 raise SecurityError(f"TLS verification failed: server certificate SHA-256 {got} "
                                     "does not match the pinned fingerprint")
 
