@@ -70,7 +70,9 @@ def after_exit(policy: Policy, history: History, now: float, exit_code: int | No
         return Decision(State.FATAL, 0.0, failures, f"{reason}: its configuration cannot work")
     if policy.can_be_fatal and failures >= policy.fatal_after:
         return Decision(State.FATAL, 0.0, failures, f"{reason}: {failures} failed starts in a row")
-    return Decision(State.BACKOFF, backoff_delay(policy, failures), failures, reason)
+    # The first failure after a stable run restarts at once (recovery in well under 2 s);
+    # only a run of failures backs off.
+    return Decision(State.BACKOFF, backoff_delay(policy, failures - 1), failures, reason)
 
 
 def is_hung(policy: Policy, now: float, last_heartbeat: float | None, started_at: float,

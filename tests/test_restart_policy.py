@@ -17,13 +17,13 @@ def test_short_runs_count_up_and_space_out():
         assert d.state == State.BACKOFF
         delays.append(d.delay)
         failures = d.consecutive_failures
-    assert delays == [0.25, 0.5, 1.0, 2.0]
+    assert delays == [0.0, 0.25, 0.5, 1.0]
     assert failures == 4
 
 
 def test_a_stable_run_resets_the_count():
     d = after_exit(P, History(consecutive_failures=4, started_at=0.0), now=10.5, exit_code=1)
-    assert d.state == State.BACKOFF and d.consecutive_failures == 1 and d.delay == 0.25
+    assert d.state == State.BACKOFF and d.consecutive_failures == 1 and d.delay == 0.0
 
 
 def test_repeated_start_failures_go_fatal():
