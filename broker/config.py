@@ -8,6 +8,7 @@ for settings.
     ocr_lang = "eng"
     audit_log = "~/.local/state/vncmcp/audit.jsonl"   # "off" for none
     audit_redact_text = true
+    metrics_listen = "127.0.0.1:9750"                # Prometheus endpoint (off by default)
 
     [desktops.main]                 # any number of named desktops
     host = "192.168.1.20"
@@ -29,7 +30,8 @@ from workers.rfb import constants as C
 
 SECURITY_CHOICES = {"none", "vncauth", "appleremotedesktop", "plain", "tlsnone", "tlsvnc", "tlsplain",
                     "x509none", "x509vnc", "x509plain"}
-SERVICE_KEYS = {"runtime_dir", "ocr_workers", "ocr_lang", "ocr_listen", "keys_dir", "audit_log", "audit_redact_text"}
+SERVICE_KEYS = {"runtime_dir", "ocr_workers", "ocr_lang", "ocr_listen", "keys_dir", "audit_log", "audit_redact_text",
+                "metrics_listen"}
 CREDENTIAL_NAMES = ("vncmcp-password", "password")  # systemd LoadCredential= names we read
 
 
@@ -81,6 +83,7 @@ class Config:
     keys_dir: str | None = None     # `vncmcp keygen` directory for that endpoint
     audit_log: str | None = None    # JSON lines of every input tool call (None: off)
     audit_redact_text: bool = True  # typed and clipboard text logged as its length only
+    metrics_listen: str | None = None  # [HOST:]PORT of the Prometheus endpoint (host default 127.0.0.1)
 
     @property
     def default_desktop(self) -> DesktopConfig:
@@ -93,6 +96,14 @@ def _runtime_dir_default() -> str:
         # systemd's RuntimeDirectory= is ours already; XDG_RUNTIME_DIR is shared.
         return base if os.environ.get("RUNTIME_DIRECTORY") else os.path.join(base, "vncmcp")
     return f"/tmp/vncmcp-{os.getuid()}"
+
+
+def parse_listen(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """metrics_listen: "PORT", "HOST:PORT" or "[v6]:PORT"; the host defaults to loopback."""
+    host, sep, port = value.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"metrics_listen takes [HOST:]PORT, e.g. 127.0.0.1:9750, got {value!r}")
+    return (host.strip("[]") if sep and host else default_host), int(port)
 
 
 def _audit_log_default(env) -> str:
@@ -254,6 +265,13 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
     redact = env.get("VNCMCP_AUDIT_REDACT_TEXT")
     audit_redact_text = _flag("VNCMCP_AUDIT_REDACT_TEXT" if redact is not None else "audit_redact_text",
                               redact if redact is not None else service.get("audit_redact_text", True))
+    metrics_listen = env.get("VNCMCP_METRICS_LISTEN") or service.get("metrics_listen") or None
+    if metrics_listen is not None:
+        try:
+            parse_listen(str(metrics_listen))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        metrics_listen = str(metrics_listen)
     return Config(desktops=desktops,
                   runtime_dir=env.get("VNCMCP_RUNTIME_DIR") or service.get("runtime_dir") or _runtime_dir_default(),
                   ocr_workers=ocr_workers,
@@ -261,4 +279,4 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
                   source=path,
                   ocr_listen=env.get("VNCMCP_OCR_LISTEN") or service.get("ocr_listen") or None,
                   keys_dir=env.get("VNCMCP_KEYS_DIR") or service.get("keys_dir") or None,
-                  audit_log=audit_log, audit_redact_text=audit_redact_text)
+                  audit_log=audit_log, audit_redact_text=audit_redact_text, metrics_listen=metrics_listen)

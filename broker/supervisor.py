@@ -34,6 +34,7 @@ from broker.sdnotify import Notifier
 STOP_TIMEOUT = 5.0          # SIGTERM to SIGKILL, per stop
 POLL_INTERVAL_MS = 100
 STATUS_INTERVAL = 5.0
+SAMPLE_INTERVAL = 1.0       # CPU% of each child, and the snapshot the metrics endpoint serves
 VNC_POLICY = Policy(can_be_fatal=False)
 BROKER_POLICY = Policy()
 OCR_POLICY = Policy(busy_limit=60.0)
@@ -61,7 +62,8 @@ class Child:
     next_start: float = 0.0
     reason: str = ""
     kill_reason: str = ""
-    cpu_sample: tuple[float, float] | None = None
+    cpu_sample: tuple[float, float] | None = None   # (when, CPU seconds) at the last sample
+    cpu_percent: float | None = None                 # over the last SAMPLE_INTERVAL
 
 
 def _proc_cpu_seconds(pid: int) -> float | None:
@@ -158,6 +160,7 @@ class Supervisor:
         child.busy_since = None
         child.kill_reason = ""
         child.cpu_sample = None
+        child.cpu_percent = None
 
     def tick(self, child: Child, now: float) -> None:
         """Advance one child's state machine."""
@@ -209,22 +212,30 @@ class Supervisor:
         return child
 
     # -- reporting --------------------------------------------------------------------
+    def sample_cpu(self, now: float) -> None:
+        for c in self.children:
+            cpu = _proc_cpu_seconds(c.proc.pid) if c.proc else None
+            if cpu is None:
+                c.cpu_sample, c.cpu_percent = None, None
+                continue
+            if c.cpu_sample is not None and now > c.cpu_sample[0]:
+                c.cpu_percent = round((cpu - c.cpu_sample[1]) / (now - c.cpu_sample[0]) * 100, 1)
+            c.cpu_sample = (now, cpu)
+
     def process_table(self, now: float) -> list[dict]:
         rows = []
         for c in self.children:
             pid = c.proc.pid if c.proc else None
-            cpu_percent = None
-            if pid:
-                cpu = _proc_cpu_seconds(pid)
-                if cpu is not None:
-                    if c.cpu_sample is not None and now > c.cpu_sample[0]:
-                        cpu_percent = round((cpu - c.cpu_sample[1]) / (now - c.cpu_sample[0]) * 100, 1)
-                    c.cpu_sample = (now, cpu)
             rows.append({"name": c.name, "kind": c.kind, "state": c.state.value, "pid": pid,
                          "restarts": c.restarts, "uptime": round(now - c.started_at, 1) if pid else 0,
-                         "cpu_percent": cpu_percent, "rss_mb": _proc_rss_mb(pid) if pid else None,
+                         "cpu_percent": c.cpu_percent if pid else None, "rss_mb": _proc_rss_mb(pid) if pid else None,
                          "reason": c.reason, "figures": c.figures})
         return rows
+
+    def stats(self, now: float) -> dict:
+        """What `vncmcp stats` and the metrics endpoint show."""
+        return {"pid": os.getpid(), "ready": self.ready, "status": self.status_line(),
+                "uptime": round(now - self.started, 1), "processes": self.process_table(now)}
 
     def status_line(self) -> str:
         counts: dict[str, int] = {}
@@ -254,8 +265,7 @@ class Supervisor:
             if verb == b"ping":
                 reply = wire.ok_parts({"pid": os.getpid(), "ready": self.ready, "desktops": list(self.cfg.desktops)})
             elif verb == b"stats":
-                reply = wire.ok_parts({"pid": os.getpid(), "ready": self.ready, "status": self.status_line(),
-                                       "uptime": round(now - self.started, 1), "processes": self.process_table(now)})
+                reply = wire.ok_parts(self.stats(now))
             elif verb == b"restart":
                 child = self.restart(str(body.get("name")), now)
                 reply = wire.ok_parts({"name": child.name, "state": child.state.value})
@@ -283,10 +293,11 @@ class Supervisor:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
 
+        metrics = self.start_metrics()
         now = time.monotonic()
         for child in self.children:
             self.spawn(child, now)
-        last_status = last_watchdog = 0.0
+        last_status = last_watchdog = last_sample = 0.0
         try:
             while not self.stopping:
                 events = dict(poller.poll(POLL_INTERVAL_MS))
@@ -299,6 +310,11 @@ class Supervisor:
                 for child in self.children:
                     self.tick(child, now)
                 self._check_ready()
+                if now - last_sample >= SAMPLE_INTERVAL:
+                    self.sample_cpu(now)
+                    if metrics is not None:
+                        metrics.publish(self.stats(now))
+                    last_sample = now
                 if self.notifier.watchdog_interval and now - last_watchdog >= self.notifier.watchdog_interval:
                     self.notifier.notify(WATCHDOG=1)
                     last_watchdog = now
@@ -307,11 +323,23 @@ class Supervisor:
                     last_status = now
         finally:
             self.notifier.notify(STOPPING=1, STATUS="stopping")
+            if metrics is not None:
+                metrics.close()
             self.stop_children()
             heartbeats.close()
             ctl.close()
             self.cleanup()
         return 0
+
+    def start_metrics(self):
+        """The Prometheus endpoint, when `metrics_listen` is set (prometheus_client is only
+        imported then)."""
+        if not self.cfg.metrics_listen:
+            return None
+        from broker.metrics import MetricsEndpoint
+        endpoint = MetricsEndpoint(self.cfg.metrics_listen)
+        print(f"vncmcp: metrics on http://{endpoint.address}/metrics", file=sys.stderr, flush=True)
+        return endpoint
 
     def stop_children(self) -> None:
         """OCR workers first, then the broker, then the VNC workers, each within STOP_TIMEOUT."""

@@ -106,9 +106,16 @@ def test_service_runs_as_the_unit_starts_it(tmp_path):
         # An operator and an MCP client find it with nothing but $XDG_RUNTIME_DIR.
         client_env = {k: v for k, v in os.environ.items() if not k.startswith(("VNCMCP_", "XDG_"))}
         client_env.update(XDG_RUNTIME_DIR=str(run))
-        status = subprocess.run([VNCMCP, "ctl", "status"], env=client_env, capture_output=True, text=True, timeout=20)
-        assert status.returncode == 0, status.stdout + status.stderr
-        row = next(l for l in status.stdout.splitlines() if l.startswith("vnc-main"))
+        # READY=1 means the workers run; the VNC session may still be authenticating.
+        deadline = time.monotonic() + 10
+        while True:
+            status = subprocess.run([VNCMCP, "ctl", "status"], env=client_env, capture_output=True, text=True,
+                                    timeout=20)
+            assert status.returncode == 0, status.stdout + status.stderr
+            row = next(l for l in status.stdout.splitlines() if l.startswith("vnc-main"))
+            if "conn=yes" in row or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert "RUNNING" in row and "conn=yes" in row, "connected with the password from the credential"
 
         from broker.supervisor import ping

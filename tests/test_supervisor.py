@@ -1,6 +1,7 @@
 """`vncmcp serve` with real processes and real signals."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from broker.demo import start_xvnc
+from broker.demo import free_tcp_port, start_xvnc
 from broker.ops import request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,3 +201,57 @@ def test_operator_restart_and_health(service):
 def test_no_service_is_a_clear_error(tmp_path):
     out = run_cli(str(tmp_path), "stats")
     assert out.returncode == 1 and "no vncmcp service is running" in out.stderr
+
+
+METRICS_PORT = free_tcp_port()
+
+
+def scrape(port):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metric(text, name, **labels):
+    """The value of one sample of the Prometheus text format, or None."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
+            if all(got.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.parametrize("service", [{"VNCMCP_METRICS_LISTEN": str(METRICS_PORT)}], indirect=True)
+def test_prometheus_endpoint_has_the_stats_figures(service):
+    assert wait_for(lambda: (s := stats(service.runtime_dir)) and s["ready"], 20)
+    text = wait_for(lambda: (t := scrape(METRICS_PORT)) and metric(t, "vncmcp_vnc_fps", process="vnc-default")
+                    is not None and t, 10)
+    assert text, "figures reach the endpoint within a few seconds"
+    assert metric(text, "vncmcp_ready") == 1
+    assert metric(text, "vncmcp_process_up", process="vnc-default", kind="vnc") == 1
+    assert metric(text, "vncmcp_process_state", process="ocr-1", state="RUNNING") == 1
+    assert metric(text, "vncmcp_process_state", process="ocr-1", state="FATAL") == 0
+    assert metric(text, "vncmcp_vnc_connected", process="vnc-default") == 1
+    assert metric(text, "vncmcp_process_resident_memory_bytes", process="broker") > 10e6
+    assert metric(text, "vncmcp_process_restarts_total", process="broker") == 0
+
+    os.kill(proc_of(stats(service.runtime_dir), "broker")["pid"], signal.SIGKILL)
+    assert wait_for(lambda: metric(scrape(METRICS_PORT), "vncmcp_process_restarts_total", process="broker") == 1, 10)
+    assert "sv-secret" not in scrape(METRICS_PORT)
+    listening = subprocess.run(["ss", "-Hltn", f"sport = :{METRICS_PORT}"], capture_output=True, text=True).stdout
+    local_addresses = [line.split()[3] for line in listening.splitlines()]
+    assert local_addresses == [f"127.0.0.1:{METRICS_PORT}"], "loopback only by default"
+
+
+def test_metrics_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "broker.cli", "serve"], capture_output=True, text=True, cwd=ROOT,
+                             timeout=30, env=dict(os.environ, VNCMCP_RUNTIME_DIR=str(tmp_path), VNCMCP_HOST="127.0.0.1",
+                                                  VNCMCP_METRICS_LISTEN=f"127.0.0.1:{port}", PYTHONPATH=ROOT))
+    assert out.returncode != 0
+    assert f"metrics_listen 127.0.0.1:{port}: cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert os.listdir(tmp_path) == [], "nothing left behind"
