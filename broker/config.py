@@ -9,6 +9,7 @@ for settings.
     audit_log = "~/.local/state/vncmcp/audit.jsonl"   # "off" for none
     audit_redact_text = true
     metrics_listen = "127.0.0.1:9750"                # Prometheus endpoint (off by default)
+    http_listen = "127.0.0.1:8765"                   # a supervised Streamable HTTP MCP frontend
 
     [desktops.main]                 # any number of named desktops
     host = "192.168.1.20"
@@ -31,7 +32,7 @@ from workers.rfb import constants as C
 SECURITY_CHOICES = {"none", "vncauth", "appleremotedesktop", "plain", "tlsnone", "tlsvnc", "tlsplain",
                     "x509none", "x509vnc", "x509plain"}
 SERVICE_KEYS = {"runtime_dir", "ocr_workers", "ocr_lang", "ocr_listen", "keys_dir", "audit_log", "audit_redact_text",
-                "metrics_listen"}
+                "metrics_listen", "http_listen"}
 CREDENTIAL_NAMES = ("vncmcp-password", "password")  # systemd LoadCredential= names we read
 
 
@@ -84,6 +85,7 @@ class Config:
     audit_log: str | None = None    # JSON lines of every input tool call (None: off)
     audit_redact_text: bool = True  # typed and clipboard text logged as its length only
     metrics_listen: str | None = None  # [HOST:]PORT of the Prometheus endpoint (host default 127.0.0.1)
+    http_listen: str | None = None     # HOST:PORT (loopback) of a supervised Streamable HTTP frontend
 
     @property
     def default_desktop(self) -> DesktopConfig:
@@ -272,6 +274,14 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         metrics_listen = str(metrics_listen)
+    http_listen = env.get("VNCMCP_HTTP_LISTEN") or service.get("http_listen") or None
+    if http_listen is not None:
+        from mcp_frontend.server import parse_http
+        try:
+            parse_http(str(http_listen))
+        except ValueError as e:
+            raise ConfigError(f"http_listen: {e}".replace("--http ", "")) from None
+        http_listen = str(http_listen)
     return Config(desktops=desktops,
                   runtime_dir=env.get("VNCMCP_RUNTIME_DIR") or service.get("runtime_dir") or _runtime_dir_default(),
                   ocr_workers=ocr_workers,
@@ -279,4 +289,5 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
                   source=path,
                   ocr_listen=env.get("VNCMCP_OCR_LISTEN") or service.get("ocr_listen") or None,
                   keys_dir=env.get("VNCMCP_KEYS_DIR") or service.get("keys_dir") or None,
-                  audit_log=audit_log, audit_redact_text=audit_redact_text, metrics_listen=metrics_listen)
+                  audit_log=audit_log, audit_redact_text=audit_redact_text, metrics_listen=metrics_listen,
+                  http_listen=http_listen)

@@ -6,6 +6,7 @@ Children (names as `vncmcp stats` shows them):
     vnc-<desktop>   one per configured desktop       python -m broker.cli vnc-worker --desktop NAME
     broker          OCR scheduling and store         python -m broker.cli broker
     ocr-<n>         OCR workers, n = 1..ocr_workers  python -m broker.cli ocr-worker
+    http            with http_listen set             python -m broker.cli mcp --no-service --http HOST:PORT
 
 Operator socket `supervisor.ctl` (ROUTER, broker/wire.py conventions):
     b"ping" {}            -> {pid, ready, desktops: [names]}
@@ -38,6 +39,7 @@ SAMPLE_INTERVAL = 1.0       # CPU% of each child, and the snapshot the metrics e
 VNC_POLICY = Policy(can_be_fatal=False)
 BROKER_POLICY = Policy()
 OCR_POLICY = Policy(busy_limit=60.0)
+HTTP_POLICY = Policy()
 
 
 def ctl_endpoint(runtime_dir: str) -> str:
@@ -131,6 +133,9 @@ class Supervisor:
         self.children.append(Child("broker", "broker", base + ["broker"] + cfg_args, BROKER_POLICY))
         for n in range(1, self.cfg.ocr_workers + 1):
             self.children.append(Child(f"ocr-{n}", "ocr", base + ["ocr-worker"] + cfg_args, OCR_POLICY))
+        if self.cfg.http_listen:
+            self.children.append(Child("http", "http", base + ["mcp", "--no-service", "--http", self.cfg.http_listen]
+                                       + cfg_args, HTTP_POLICY))
 
     def start_demo_if_needed(self) -> None:
         desktop = self.cfg.default_desktop
@@ -342,8 +347,9 @@ class Supervisor:
         return endpoint
 
     def stop_children(self) -> None:
-        """OCR workers first, then the broker, then the VNC workers, each within STOP_TIMEOUT."""
-        for kind in ("ocr", "broker", "vnc"):
+        """The HTTP frontend and OCR workers first, then the broker, then the VNC workers,
+        each within STOP_TIMEOUT."""
+        for kind in ("http", "ocr", "broker", "vnc"):
             group = [c for c in self.children if c.kind == kind and c.proc is not None]
             for c in group:
                 c.state = State.STOPPING

@@ -19,6 +19,7 @@ import sys
 
 import anyio
 
+from broker.child import Heartbeat, child_name, die_with_parent
 from mcp_frontend.desktops import Frontend, FrontendError
 from mcp_frontend.tools import build_server
 
@@ -103,6 +104,8 @@ async def serve(cfg, default_desktop: str | None = None, http: tuple[str, int] |
                         tg.cancel_scope.cancel()
                         return
             tg.start_soon(stop_on_signal)
+            if child_name():  # supervised (http_listen): heartbeat, die with the supervisor
+                tg.start_soon(Heartbeat(cfg.runtime_dir).run_async)
             if http:
                 await server.run_streamable_http_async(host=http[0], port=http[1])
             else:
@@ -111,6 +114,7 @@ async def serve(cfg, default_desktop: str | None = None, http: tuple[str, int] |
 
 
 def main(cfg, args) -> int:
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s mcp[%(process)d] %(levelname)s %(message)s")
     try:

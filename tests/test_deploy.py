@@ -175,6 +175,7 @@ def test_example_config_and_every_commented_key_are_valid(tmp_path, monkeypatch)
     cfg = config.load(str(path), env={})
     assert list(cfg.desktops) == ["main", "lab"]
     assert cfg.ocr_workers == 2 and cfg.ocr_lang == "eng" and cfg.ocr_listen == "tcp://0.0.0.0:5599"
+    assert cfg.metrics_listen == "127.0.0.1:9750" and cfg.http_listen == "127.0.0.1:8765"
     main = cfg.desktops["main"]
     assert main.password == "pw" and main.security == ["vncauth", "x509vnc"] and main.encodings == ["tight", "zrle", "raw"]
     assert main.tls_fingerprint and main.username == "me" and cfg.desktops["lab"].port == 5901

@@ -255,3 +255,27 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path):
     assert out.returncode != 0
     assert f"metrics_listen 127.0.0.1:{port}: cannot listen on 127.0.0.1:{port}" in out.stderr
     assert os.listdir(tmp_path) == [], "nothing left behind"
+
+
+HTTP_PORT = free_tcp_port()
+
+
+@pytest.mark.parametrize("service", [{"VNCMCP_HTTP_LISTEN": f"127.0.0.1:{HTTP_PORT}"}], indirect=True)
+def test_supervised_http_frontend(service):
+    import asyncio
+    from mcp import Client
+
+    async def status():
+        async with Client(f"http://127.0.0.1:{HTTP_PORT}/mcp") as client:
+            result = await client.call_tool("status", {})
+            return result.structured_content["desktops"][0]
+
+    first = wait_for(lambda: (p := proc_of(stats(service.runtime_dir), "http"))["state"] == "RUNNING" and p, 20)
+    assert first, "the supervisor runs the HTTP frontend and hears its heartbeat"
+    assert wait_for(lambda: asyncio.run(status())["connected"], 20)
+    os.kill(first["pid"], signal.SIGKILL)
+    assert wait_for(lambda: (p := proc_of(stats(service.runtime_dir), "http"))["pid"] not in (None, first["pid"])
+                    and p["state"] == "RUNNING", 5)
+    assert wait_for(lambda: asyncio.run(status())["connected"], 20), "served again after the restart"
+    time.sleep(11)  # longer than the hang limit: a heartbeating frontend is left alone
+    assert proc_of(stats(service.runtime_dir), "http")["restarts"] == 1
