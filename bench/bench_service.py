@@ -25,42 +25,20 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from broker import procstat  # noqa: E402
 from broker.demo import start_xvnc  # noqa: E402
 from broker.ops import request  # noqa: E402
 
 PASSWORD = "bench-pw"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def family(pid: int) -> list[int]:
     """pid and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
+    return [pid] + procstat.descendants(pid)
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    return sum(procstat.cpu_seconds(p) or 0.0 for p in pids)
 
 
 def memory_mb(pids: list[int]) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from broker import wire
+from broker import procstat, wire
 from broker.child import CHILD_NAME_ENV, heartbeat_endpoint
 from broker.restart_policy import History, Policy, State, after_exit, is_hung
 from broker.sdnotify import Notifier
@@ -66,26 +66,6 @@ class Child:
     kill_reason: str = ""
     cpu_sample: tuple[float, float] | None = None   # (when, CPU seconds) at the last sample
     cpu_percent: float | None = None                 # over the last SAMPLE_INTERVAL
-
-
-def _proc_cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _proc_rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 class Supervisor:
@@ -219,7 +199,7 @@ class Supervisor:
     # -- reporting --------------------------------------------------------------------
     def sample_cpu(self, now: float) -> None:
         for c in self.children:
-            cpu = _proc_cpu_seconds(c.proc.pid) if c.proc else None
+            cpu = procstat.cpu_seconds(c.proc.pid) if c.proc else None
             if cpu is None:
                 c.cpu_sample, c.cpu_percent = None, None
                 continue
@@ -233,7 +213,7 @@ class Supervisor:
             pid = c.proc.pid if c.proc else None
             rows.append({"name": c.name, "kind": c.kind, "state": c.state.value, "pid": pid,
                          "restarts": c.restarts, "uptime": round(now - c.started_at, 1) if pid else 0,
-                         "cpu_percent": c.cpu_percent if pid else None, "rss_mb": _proc_rss_mb(pid) if pid else None,
+                         "cpu_percent": c.cpu_percent if pid else None, "rss_mb": procstat.rss_mb(pid) if pid else None,
                          "reason": c.reason, "figures": c.figures})
         return rows
 

@@ -13,27 +13,9 @@ import pytest
 
 from broker.demo import free_tcp_port, start_xvnc
 from broker.ops import request
+from broker.procstat import descendants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def descendants(pid):
-    """All processes whose parent chain reaches pid."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 def wait_for(predicate, timeout, interval=0.05):
