@@ -170,9 +170,15 @@ def text_of(result) -> str:
     return "\n".join(c.text for c in result.content if c.type == "text")
 
 
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+         "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango"]
+
+
 async def type_to_readable(client, n: int, press_clear) -> float:
     """Send one typed line and read_text until it shows it: ms from the send."""
-    phrase = f"quick {n} brown fox"
+    # Unique words, letters only: this measures latency; digit recall is bench_ocr's business
+    # (a "101" read as "1O1" once stalled this loop for 30 s).
+    phrase = f"quick {WORDS[n % len(WORDS)]} brown fox"
     t0 = time.perf_counter()
     typing = asyncio.create_task(client.call_tool("type_text", {"text": f"{phrase} jumps"}))
     while True:

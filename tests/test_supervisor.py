@@ -261,3 +261,27 @@ def test_supervised_http_frontend(service):
     assert wait_for(lambda: asyncio.run(status())["connected"], 20), "served again after the restart"
     time.sleep(11)  # longer than the hang limit: a heartbeating frontend is left alone
     assert proc_of(stats(service.runtime_dir), "http")["restarts"] == 1
+
+
+def test_children_die_with_a_killed_supervisor_and_a_new_one_starts_clean(service):
+    family = descendants(service.proc.pid)
+    assert len(family) >= 3
+    service.proc.kill()  # SIGKILL: no ordered stop, no cleanup
+    service.proc.wait()
+    gone = wait_for(lambda: not [p for p in family if os.path.exists(f"/proc/{p}")
+                                 and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"], 10)
+    assert gone, "every child ends when the supervisor is killed (PR_SET_PDEATHSIG)"
+    assert [f for f in os.listdir(service.runtime_dir) if f.endswith((".ctl", ".hb", ".pub"))], \
+        "sockets of the dead service are still there"
+    env = dict(os.environ, VNCMCP_HOST="127.0.0.1", VNCMCP_PORT=str(service.desktop.port),
+               VNCMCP_PASSWORD="sv-secret", VNCMCP_RUNTIME_DIR=service.runtime_dir, VNCMCP_OCR_WORKERS="1",
+               PYTHONPATH=ROOT)
+    again = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve"], env=env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: (s := stats(service.runtime_dir)) and s["pid"] == again.pid
+                        and proc_of(s, "vnc-default")["figures"].get("connected"), 20), \
+            "a new service takes over the runtime directory of a killed one"
+    finally:
+        again.terminate()
+        assert again.wait(15) == 0
