@@ -28,6 +28,7 @@ import zmq
 import zmq.asyncio
 
 from broker import wire
+from broker.boxes import merge_boxes
 
 log = logging.getLogger("vncmcp.mcp.mirror")
 
@@ -359,20 +360,9 @@ def intersect(a: Rect, b: Rect) -> Rect | None:
 def merge_rects(rects: list[Rect], gap: int = 24, limit: int = 8) -> list[Rect]:
     """Few readable regions from many damage rectangles: join rectangles that touch or lie
     within `gap` pixels, then, while more than `limit` remain, join the closest pair."""
-    boxes = list(dict.fromkeys(tuple(r) for r in rects if r[2] > 0 and r[3] > 0))
-    merged = True
-    while merged:
-        merged = False
-        out: list[Rect] = []
-        for r in boxes:
-            for i, o in enumerate(out):
-                if rects_touch(r, o, gap):
-                    out[i] = union(r, o)
-                    merged = True
-                    break
-            else:
-                out.append(r)
-        boxes = out
+    unique = dict.fromkeys(tuple(r) for r in rects if r[2] > 0 and r[3] > 0)
+    merged = merge_boxes([(x, y, x + w, y + h) for x, y, w, h in unique], gap)
+    boxes = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in merged]
     while len(boxes) > limit:
         best = None
         for i in range(len(boxes)):
