@@ -22,15 +22,8 @@ def _desktop_args(p: argparse.ArgumentParser) -> None:
 def _load_config(args):
     from broker import config
     env = dict(os.environ)
-    for flag, var in (("host", "VNCMCP_HOST"), ("port", "VNCMCP_PORT"), ("username", "VNCMCP_USERNAME"),
-                      ("password_file", "VNCMCP_PASSWORD_FILE"), ("timeout", "VNCMCP_TIMEOUT")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            env[var] = str(value)
-            if var == "VNCMCP_PASSWORD_FILE":
-                env.pop("VNCMCP_PASSWORD", None)
-    cfg = config.load(getattr(args, "config", None), env)
-    return cfg
+    config.apply_cli_overrides(args, env)
+    return config.load(getattr(args, "config", None), env)
 
 
 def _pick_desktop(cfg, args):

@@ -108,6 +108,44 @@ def parse_listen(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]
     return (host.strip("[]") if sep and host else default_host), int(port)
 
 
+LOOPBACK_NAMES = ("localhost",)
+
+
+def parse_http(value: str) -> tuple[str, int]:
+    """--http / http_listen: "HOST:PORT" (or "[v6]:PORT") -> (host, port). Loopback only:
+    the MCP HTTP transport has no authentication, and anyone who reaches it drives the desktop."""
+    import ipaddress
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--http takes HOST:PORT, e.g. 127.0.0.1:8765, got {value!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        loopback = host in LOOPBACK_NAMES or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"--http serves loopback only (127.0.0.1, ::1, localhost), got {host!r}: the MCP "
+                         f"HTTP transport has no authentication; reach it remotely through an SSH tunnel "
+                         f"or an authenticating reverse proxy")
+    return host, int(port)
+
+
+# Command-line flags that stand for an environment setting of the first desktop.
+CLI_OVERRIDES = (("host", "VNCMCP_HOST"), ("port", "VNCMCP_PORT"), ("username", "VNCMCP_USERNAME"),
+                 ("password_file", "VNCMCP_PASSWORD_FILE"), ("timeout", "VNCMCP_TIMEOUT"))
+
+
+def apply_cli_overrides(args, env) -> None:
+    """Write `--host/--port/...` into `env` as their VNCMCP_* variables (a password file
+    given on the command line replaces a VNCMCP_PASSWORD from the environment)."""
+    for flag, var in CLI_OVERRIDES:
+        value = getattr(args, flag, None)
+        if value is not None:
+            env[var] = str(value)
+            if var == "VNCMCP_PASSWORD_FILE":
+                env.pop("VNCMCP_PASSWORD", None)
+
+
 def _audit_log_default(env) -> str:
     state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(state, "vncmcp", "audit.jsonl")
@@ -276,7 +314,6 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
         metrics_listen = str(metrics_listen)
     http_listen = env.get("VNCMCP_HTTP_LISTEN") or service.get("http_listen") or None
     if http_listen is not None:
-        from mcp_frontend.server import parse_http
         try:
             parse_http(str(http_listen))
         except ValueError as e:

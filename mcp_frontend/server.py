@@ -20,6 +20,7 @@ import sys
 import anyio
 
 from broker.child import Heartbeat, child_name, die_with_parent
+from broker.config import apply_cli_overrides, parse_http  # noqa: F401 (parse_http: main, tests)
 from mcp_frontend.desktops import Frontend, FrontendError
 from mcp_frontend.tools import build_server
 
@@ -28,34 +29,14 @@ log = logging.getLogger("vncmcp.mcp")
 
 def ensure_service(cfg, config_path: str | None = None):
     """The embedded-service hook: a handle with stop() when we started the service, None
-    when one was already running (or the supervisor is not installed, or it would not
-    start: then the tools say which desktop has no worker)."""
-    try:
-        from broker.supervisor import ensure_service as start_embedded
-    except ImportError:
-        log.warning("broker.supervisor is not installed: not starting an embedded service")
-        return None
+    when one was already running (or it would not start: then the tools say which desktop
+    has no worker)."""
+    from broker.supervisor import ensure_service as start_embedded
     try:
         return start_embedded(cfg, config_path)
     except RuntimeError as e:
         log.error("%s", e)
         return None
-
-
-# `vncmcp mcp --host ... --port ...` put these into the settings of this process only; the
-# embedded service is another process, which reads the environment.
-CLI_OVERRIDES = (("host", "VNCMCP_HOST"), ("port", "VNCMCP_PORT"), ("username", "VNCMCP_USERNAME"),
-                 ("password_file", "VNCMCP_PASSWORD_FILE"), ("timeout", "VNCMCP_TIMEOUT"))
-
-
-def export_cli_overrides(args, env=os.environ) -> None:
-    """Pass the desktop given on the command line on to an embedded service."""
-    for flag, var in CLI_OVERRIDES:
-        value = getattr(args, flag, None)
-        if value is not None:
-            env[var] = str(value)
-            if var == "VNCMCP_PASSWORD_FILE":
-                env.pop("VNCMCP_PASSWORD", None)
 
 
 def adopt_service_desktops(cfg) -> None:
@@ -68,28 +49,6 @@ def adopt_service_desktops(cfg) -> None:
     if names and list(cfg.desktops) != names:
         log.info("serving the running service's desktops: %s", ", ".join(names))
         cfg.desktops = {n: cfg.desktops.get(n) or DesktopConfig(name=n) for n in names}
-
-
-LOOPBACK_NAMES = ("localhost",)
-
-
-def parse_http(value: str) -> tuple[str, int]:
-    """"HOST:PORT" (or "[v6]:PORT") -> (host, port). Loopback only: the HTTP transport has
-    no authentication of its own, and anyone who reaches it drives the desktop."""
-    import ipaddress
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--http takes HOST:PORT, e.g. 127.0.0.1:8765, got {value!r}")
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        loopback = host in LOOPBACK_NAMES or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(f"--http serves loopback only (127.0.0.1, ::1, localhost), got {host!r}: the MCP "
-                         f"HTTP transport has no authentication; reach it remotely through an SSH tunnel "
-                         f"or an authenticating reverse proxy")
-    return host, int(port)
 
 
 async def serve(cfg, default_desktop: str | None = None, http: tuple[str, int] | None = None,
@@ -124,7 +83,8 @@ def main(cfg, args) -> int:
         return 2
     service = None
     if not getattr(args, "no_service", False):
-        export_cli_overrides(args)
+        # --host/--port/... reach the embedded service (another process) through the environment.
+        apply_cli_overrides(args, os.environ)
         service = ensure_service(cfg, cfg.source)
     adopt_service_desktops(cfg)
     default_desktop = getattr(args, "desktop", None)

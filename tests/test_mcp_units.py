@@ -420,6 +420,6 @@ def test_server_arguments(capsys):
     assert "--http takes HOST:PORT" in capsys.readouterr().err
     # --host/--port given to `vncmcp mcp` reach the embedded service through the environment
     env = {"VNCMCP_PASSWORD": "from-env", "VNCMCP_HOST": "old"}
-    server.export_cli_overrides(argparse.Namespace(host="10.1.2.3", port=5901, username=None,
-                                                   password_file="/run/pw", timeout=None), env)
+    config.apply_cli_overrides(argparse.Namespace(host="10.1.2.3", port=5901, username=None,
+                                                  password_file="/run/pw", timeout=None), env)
     assert env == {"VNCMCP_HOST": "10.1.2.3", "VNCMCP_PORT": "5901", "VNCMCP_PASSWORD_FILE": "/run/pw"}
