@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 
 from broker import procstat  # noqa: E402
 from broker.demo import start_xvnc  # noqa: E402
-from broker.ops import request  # noqa: E402
+from broker.supervisor import request  # noqa: E402
 
 PASSWORD = "bench-pw"
 

@@ -7,14 +7,11 @@ serve as a health check (podman HealthCmd, scripts)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
-import zmq
-
 from broker import wire
-from broker.supervisor import ctl_endpoint
+from broker.supervisor import request
 
 EXIT_DEGRADED = 3
 
@@ -24,22 +21,6 @@ FIGURES = {
     "broker": [("queue", "queue"), ("inflight", "inflight"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms")],
     "ocr": [("jobs", "jobs"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms")],
 }
-
-
-def request(runtime_dir: str, verb: bytes, body: dict | None = None, timeout: float = 2.0) -> dict:
-    if not os.path.exists(os.path.join(runtime_dir, "supervisor.ctl")):
-        raise wire.WireError(f"no vncmcp service is running (nothing in {runtime_dir})")
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(ctl_endpoint(runtime_dir))
-        sock.send_multipart([b""] + wire.request_parts(verb, body))
-        if not sock.poll(timeout * 1000):
-            raise wire.WireError(f"the vncmcp service in {runtime_dir} does not answer")
-        header, _ = wire.parse_reply(sock.recv_multipart()[1:])
-        return header
-    finally:
-        sock.close()
 
 
 def _fmt(value) -> str:

@@ -398,23 +398,31 @@ def main(cfg, args) -> int:
         raise
 
 
-# -- for frontends: find or start a service ------------------------------------------
-def ping(runtime_dir: str, timeout: float = 0.5) -> dict | None:
-    """The running service's {pid, ready, desktops}, or None."""
+# -- for operators and frontends: talk to a running service -----------------------------
+def request(runtime_dir: str, verb: bytes, body: dict | None = None, timeout: float = 2.0) -> dict:
+    """One request on the control socket (see the module docstring); WireError when no
+    service runs there, it does not answer within `timeout`, or it answers with an error."""
     if not os.path.exists(os.path.join(runtime_dir, "supervisor.ctl")):
-        return None
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
+        raise wire.WireError(f"no vncmcp service is running (nothing in {runtime_dir})")
+    sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
         sock.connect(ctl_endpoint(runtime_dir))
-        sock.send_multipart([b""] + wire.request_parts(b"ping"))
+        sock.send_multipart([b""] + wire.request_parts(verb, body))
         if not sock.poll(timeout * 1000):
-            return None
+            raise wire.WireError(f"the vncmcp service in {runtime_dir} does not answer")
         header, _ = wire.parse_reply(sock.recv_multipart()[1:])
         return header
     finally:
         sock.close()
+
+
+def ping(runtime_dir: str, timeout: float = 0.5) -> dict | None:
+    """The running service's {pid, ready, desktops}, or None."""
+    try:
+        return request(runtime_dir, b"ping", timeout=timeout)
+    except wire.WireError:
+        return None
 
 
 class EmbeddedService:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from broker.ops import request
+from broker.supervisor import request
 from test_mcp_kit import FONT, run, session, start_service, text_of, wait_window
 
 CALL_LIMIT = 15.0      # a call that takes longer counts as hung

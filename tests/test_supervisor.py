@@ -12,7 +12,7 @@ import time
 import pytest
 
 from broker.demo import free_tcp_port, start_xvnc
-from broker.ops import request
+from broker.supervisor import request
 from broker.procstat import descendants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
