@@ -38,6 +38,12 @@ class FrameMirror:
 
     async def snapshot(self, timeout=10):
         deadline = time.monotonic() + timeout
+        if self.frame is None:
+            # ZeroMQ's slow joiner: the subscription reaches the PUB socket some time after
+            # connect(), and frames published before that are not ours to miss. One message
+            # waiting (the worker publishes its state every second) proves it has arrived;
+            # from then on every frame after the snapshot must come through.
+            await self.sub.poll(timeout * 1000)
         while True:
             try:
                 header, buffers = await self.req.request(b"snapshot", timeout=2)
