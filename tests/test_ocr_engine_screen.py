@@ -60,3 +60,22 @@ def test_text_is_not_a_block():
     ("Col", 37, False), ("7", 37, False), ("[", 93, False), ("80%]", 60, False), ("&", 89, False)])
 def test_decoration_filter(text, conf, decoration):
     assert ocr_engine.is_decoration(text, conf) is decoration
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sliding_windows_match_scipy_filters(seed):
+    """The doubling window (any/all over [i - before, i + after]) against scipy's 1-D
+    max/min filters with the image's outside counted as neutral."""
+    from scipy import ndimage
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        mask = rng.random((h, w)) < rng.random()
+        axis = int(rng.integers(0, 2))
+        before, after = int(rng.integers(0, 12)), int(rng.integers(0, 12))
+        size = before + after + 1
+        origin = before - size // 2
+        want_any = ndimage.maximum_filter1d(mask.view(np.uint8), size, axis=axis, origin=origin, mode="constant", cval=0)
+        want_all = ndimage.minimum_filter1d(mask.view(np.uint8), size, axis=axis, origin=origin, mode="constant", cval=1)
+        assert (ocr_engine._window_any(mask, before, after, axis) == want_any.view(bool)).all()
+        assert (ocr_engine._window_all(mask, before, after, axis) == want_all.view(bool)).all()
