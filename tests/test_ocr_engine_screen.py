@@ -79,3 +79,44 @@ def test_sliding_windows_match_scipy_filters(seed):
         want_all = ndimage.minimum_filter1d(mask.view(np.uint8), size, axis=axis, origin=origin, mode="constant", cval=1)
         assert (ocr_engine._window_any(mask, before, after, axis) == want_any.view(bool)).all()
         assert (ocr_engine._window_all(mask, before, after, axis) == want_all.view(bool)).all()
+
+
+def dotted(count: int, pitch: int, dot: int = 3, text: str = "", y: int = 30, width: int = 640) -> np.ndarray:
+    """A pytest-like progress line: `count` square dots `pitch` px apart on the baseline, then text."""
+    image = Image.new("L", (width, 48), 255)
+    draw = ImageDraw.Draw(image)
+    for i in range(count):
+        draw.rectangle((10 + i * pitch, y, 10 + i * pitch + dot - 1, y + dot - 1), fill=0)
+    if text:
+        draw.text((20 + count * pitch, 10), text, fill=0, font=ImageFont.load_default(size=22))
+    return np.asarray(image)
+
+
+def test_a_row_of_dots_is_one_word_and_the_rest_of_the_line_is_read(reader):
+    """Tesseract reads a leader of dots as 'eeee', or drops the whole line with it."""
+    got = ocr_engine.read_screen(reader, dotted(30, 9, text="[ 80%]"))
+    assert [w.text for w in got] == ["." * 30, "[", "80%]"]
+    assert got[0].box == (10, 30, 10 + 29 * 9 + 3, 33)
+
+
+def test_a_line_of_nothing_but_dots_is_found_and_counted(reader):
+    image = dotted(12, 8, dot=2)
+    assert len(ocr_engine.find_text_lines(image)) == 1
+    assert words(reader, image) == ["." * 12]
+
+
+def test_a_stipple_and_an_ellipsis_are_not_dot_leaders(reader):
+    # A dithered edge (dots every 2 px) is no leader, and an ellipsis stays in its word.
+    stipple = dotted(60, 2, dot=1)
+    assert not any(set(w) == {"."} for w in words(reader, stipple))
+    image = Image.new("L", (400, 44), 255)
+    ImageDraw.Draw(image).text((10, 8), "Loading...", fill=0, font=ImageFont.load_default(size=22))
+    assert words(reader, np.asarray(image)) == ["Loading..."]
+
+
+def test_typographic_quotes_come_out_straight(reader):
+    image = Image.new("L", (600, 44), 255)
+    ImageDraw.Draw(image).text((10, 8), "branch 'origin/main' says \"done\"", fill=0,
+                               font=ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", 20))
+    got = words(reader, np.asarray(image))
+    assert "'origin/main'" in got and '"done"' in got, got
