@@ -182,6 +182,40 @@ def _split_bands(rows: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+FRAME_SIDE_COVER = 0.8    # share of a band's rows a frame's side is ink over
+FRAMED_MIN_HEIGHT = 24    # bands shorter than this (a title bar, a text line) are never split
+
+
+def _without_frame_sides(band: np.ndarray) -> np.ndarray | None:
+    """The ink of a band without the sides of the frames around its text (toolbar buttons,
+    a field; nothing if the band is only frame sides), or None if it has none. Tesseract reads nothing at all in a line crop that
+    holds a whole row of framed buttons. A side runs through nearly all the band's rows
+    while the text inside is much shorter; a bracket or a `|` in a text line is not, since
+    the rest of the line is nearly as tall."""
+    height = band.shape[0]
+    if height < FRAMED_MIN_HEIGHT:
+        return None
+    # A side is a run of columns with ink over half the rows or more, one of them nearly
+    # all (counted within a column either way): a chamfered or rounded corner shifts it.
+    cover = _window_any(band, 1, 1, axis=1).mean(axis=0)
+    sides = np.zeros(band.shape[1], bool)
+    for a, b in _runs(cover >= 0.5):
+        if cover[a:b].max() >= FRAME_SIDE_COVER:
+            sides[max(a - 2, 0):b + 2] = True
+    if not sides.any():
+        return None
+    inner = band & ~sides
+    # Where the text is: rows with a tenth of the busiest row's ink (left-over corner
+    # pixels of a rounded frame are not text).
+    counts = inner.sum(axis=1)
+    rows = np.flatnonzero(counts >= max(counts.max() * 0.1, 1))
+    if rows.size == 0:
+        return inner   # nothing but frame sides: no line at all
+    if rows[-1] - rows[0] + 1 > 0.62 * height:
+        return None
+    return inner
+
+
 def find_text_lines(gray: np.ndarray, region: tuple[int, int, int, int] | None = None) -> list[tuple[int, int, int, int]]:
     """Boxes (x0, y0, x1, y1) of the text lines in `gray` (optionally only within region)."""
     from scipy import ndimage
@@ -203,6 +237,14 @@ def find_text_lines(gray: np.ndarray, region: tuple[int, int, int, int] | None =
             if b - a > 2 * MAX_LINE_HEIGHT:
                 continue
             if b - a < MIN_LINE_HEIGHT and not _is_dot_leader(block_ink[a:b].any(axis=0)):
+                continue
+            inner = _without_frame_sides(block_ink[a:b])
+            if inner is not None:   # a row of buttons: read each label on its own
+                for c, d in _split_bands(inner.sum(axis=1)):
+                    if d - c >= MIN_LINE_HEIGHT:
+                        for x0, y0, x1, y1 in _split_columns(inner, c, d, 0, inner.shape[1]):
+                            lines.append((int(x0 + xs.start + ox), int(y0 + ys.start + a + oy),
+                                          int(x1 + xs.start + ox), int(y1 + ys.start + a + oy)))
                 continue
             for x0, y0, x1, y1 in _split_columns(ink, ys.start + a, ys.start + b, xs.start, xs.stop):
                 if x1 - x0 >= 3 and (y1 - y0 >= MIN_LINE_HEIGHT - 1 or b - a < MIN_LINE_HEIGHT):
@@ -404,6 +446,8 @@ def is_decoration(text: str, conf: float) -> bool:
         return True
     if len(text) <= 3 and conf < 50 and (any(c in "[](){}|" for c in text) or not any(c.isalnum() for c in text)):
         return True   # a frame edge glued to a guess ("Ey]", "(1)"); short real words stay
+    if len(text) <= 2 and conf < 10:
+        return True   # an icon read as letters ("BI" at 0.1 %)
     return False
 
 
