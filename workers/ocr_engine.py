@@ -273,13 +273,17 @@ def find_dot_runs(dark: np.ndarray, top: int, bottom: int) -> list[tuple[int, tu
     dots are taken out of the crop and given as a word of their own. A dot is a small
     blob in the lower half of the line; a leader is MIN_DOT_RUN or more of them, evenly
     spaced, with nothing between (an ellipsis after a word is left to Tesseract)."""
-    from scipy import ndimage
-    labels, count = ndimage.label(dark)
-    if count < MIN_DOT_RUN:
+    # Blobs as runs of inked columns (a dot has nothing above or below it): no labelling
+    # pass, and no scipy in the OCR workers.
+    columns = _runs(dark.any(axis=0))
+    if len(columns) < MIN_DOT_RUN:
         return []
     height = bottom - top
     size = max(3, round(0.3 * height))
-    blobs = sorted((sl[1].start, sl[0].start, sl[1].stop, sl[0].stop) for sl in ndimage.find_objects(labels))
+    blobs = []
+    for x0, x1 in columns:
+        rows = np.flatnonzero(dark[:, x0:x1].any(axis=1))
+        blobs.append((int(x0), int(rows[0]), int(x1), int(rows[-1]) + 1))
     runs, current = [], []
     for x0, y0, x1, y1 in blobs:
         is_dot = x1 - x0 <= size and y1 - y0 <= size and y1 >= top + 0.6 * height
