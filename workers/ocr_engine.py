@@ -30,9 +30,10 @@ WORD_SMEAR = 10           # px each side: joins the glyphs of a word and the wor
 COLUMN_GAP_FACTOR = 2.5   # a horizontal gap wider than this many line heights splits columns
 MIN_LINE_HEIGHT = 5
 # Lines are upscaled for Tesseract by line height: (lines shorter than, scale). Small text
-# needs 2x; 12-19 px text reads as well or better at 1.25x, and costs a quarter less
-# (Tesseract's LSTM sees more columns and its preprocessing more pixels as the scale grows).
-UPSCALE = ((12, 2.0), (20, 1.25))
+# needs 2x (13 px lines of the 10x20 bitmap font read 'c' as 'e' at 1.25x); 14-19 px
+# text reads as well or better at 1.25x, and costs a quarter less (Tesseract's LSTM sees
+# more columns and its preprocessing more pixels as the scale grows).
+UPSCALE = ((14, 2.0), (20, 1.25))
 PAD = 4                   # background added around a line crop
 MARGIN = 2                # pixels of the screen kept around a line's ink
 
@@ -195,20 +196,19 @@ def _without_frame_sides(band: np.ndarray) -> np.ndarray | None:
     height = band.shape[0]
     if height < FRAMED_MIN_HEIGHT:
         return None
-    # A side is a run of columns with ink over half the rows or more, one of them nearly
+    # A side is a run of columns with ink over two thirds of the rows, one of them nearly
     # all (counted within a column either way): a chamfered or rounded corner shifts it.
     cover = _window_any(band, 1, 1, axis=1).mean(axis=0)
     sides = np.zeros(band.shape[1], bool)
-    for a, b in _runs(cover >= 0.5):
+    for a, b in _runs(cover >= 0.65):
         if cover[a:b].max() >= FRAME_SIDE_COVER:
             sides[max(a - 2, 0):b + 2] = True
     if not sides.any():
         return None
     inner = band & ~sides
-    # Where the text is: rows with a tenth of the busiest row's ink (left-over corner
-    # pixels of a rounded frame are not text).
-    counts = inner.sum(axis=1)
-    rows = np.flatnonzero(counts >= max(counts.max() * 0.1, 1))
+    # Corner pixels of a rounded frame count as text here: cutting a band on fewer rows
+    # split an oval button's label in two when only part of a window was read again.
+    rows = np.flatnonzero(inner.any(axis=1))
     if rows.size == 0:
         return inner   # nothing but frame sides: no line at all
     if rows[-1] - rows[0] + 1 > 0.62 * height:
