@@ -189,10 +189,10 @@ FRAMED_MIN_HEIGHT = 24    # bands shorter than this (a title bar, a text line) a
 
 def _without_frame_sides(band: np.ndarray) -> np.ndarray | None:
     """The ink of a band without the sides of the frames around its text (toolbar buttons,
-    a field; nothing if the band is only frame sides), or None if it has none. Tesseract reads nothing at all in a line crop that
-    holds a whole row of framed buttons. A side runs through nearly all the band's rows
-    while the text inside is much shorter; a bracket or a `|` in a text line is not, since
-    the rest of the line is nearly as tall."""
+    a field; nothing if the band is only frame sides), or None if it has none. Tesseract
+    reads nothing at all in a line crop that holds a whole row of framed buttons. A side
+    runs through nearly all the band's rows while the text inside is much shorter; a
+    bracket or a `|` in a text line is not, since the rest of the line is nearly as tall."""
     height = band.shape[0]
     if height < FRAMED_MIN_HEIGHT:
         return None
@@ -368,7 +368,7 @@ class LineReader:
         return out
 
 
-def prepare_line(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, float, int, int]:
+def prepare_line(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, float, int, int, list[Word]]:
     """Crop a line, pad it with its own background, make the text dark on light, upscale
     small text, take out rows of dots. Returns (crop, scale, origin_x, origin_y, dot_words):
     the origin and scale map Tesseract's boxes back to the screen; dot_words are the rows
