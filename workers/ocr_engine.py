@@ -187,17 +187,20 @@ def _split_bands(rows: np.ndarray) -> list[tuple[int, int]]:
 
 
 FRAME_SIDE_COVER = 0.8    # share of a band's rows a frame's side is ink over
-FRAMED_MIN_HEIGHT = 24    # bands shorter than this (a title bar, a text line) are never split
+FRAMED_MIN_HEIGHT = 24    # bands shorter than this (a title bar, a text line) are never split...
+FRAMED_NESTED_MIN_HEIGHT = 16  # ...unless they are inside a frame already (a dialog's field)
+STACKED_LINE_SHARE = 0.3  # lines stacked in one frame are each at least this share of it tall
 
 
-def _without_frame_sides(band: np.ndarray) -> np.ndarray | None:
+def _without_frame_sides(band: np.ndarray, min_height: int = FRAMED_MIN_HEIGHT) -> np.ndarray | None:
     """The ink of a band without the sides of the frames around its text (toolbar buttons,
     a field; nothing if the band is only frame sides), or None if it has none. Tesseract
     reads nothing at all in a line crop that holds a whole row of framed buttons. A side
-    runs through nearly all the band's rows while the text inside is much shorter; a
-    bracket or a `|` in a text line is not, since the rest of the line is nearly as tall."""
+    runs through nearly all the band's rows while the text inside is much shorter, or is
+    two lines with blank rows between; a bracket or a `|` in a text line is neither, since
+    the rest of the line is nearly as tall."""
     height = band.shape[0]
-    if height < FRAMED_MIN_HEIGHT:
+    if height < min_height:
         return None
     # A side is a run of columns with ink over two thirds of the rows, one of them nearly
     # all (counted within a column either way): a chamfered or rounded corner shifts it.
@@ -211,12 +214,40 @@ def _without_frame_sides(band: np.ndarray) -> np.ndarray | None:
     inner = band & ~sides
     # Corner pixels of a rounded frame count as text here: cutting a band on fewer rows
     # split an oval button's label in two when only part of a window was read again.
-    rows = np.flatnonzero(inner.any(axis=1))
+    inked = inner.any(axis=1)
+    rows = np.flatnonzero(inked)
     if rows.size == 0:
         return inner   # nothing but frame sides: no line at all
-    if rows[-1] - rows[0] + 1 > 0.62 * height:
+    if rows[-1] - rows[0] + 1 > 0.62 * height and not _stacked(inked):
         return None
     return inner
+
+
+def _stacked(inked_rows: np.ndarray) -> bool:
+    """The inside of a frame holds two lines or more, one above the other with blank rows
+    between (a dialog's message field above its buttons): only the frame sides had joined
+    them. A text line has ink in every row from its top to its bottom; the rounded top and
+    bottom of an oval button, left after its sides are out, are far shorter than a line."""
+    tall = max(MIN_LINE_HEIGHT, STACKED_LINE_SHARE * len(inked_rows))
+    return sum(b - a >= tall for a, b in _runs(inked_rows)) >= 2
+
+
+def _framed_lines(band: np.ndarray, depth: int = 0) -> list[tuple[int, int, int, int]] | None:
+    """Line boxes inside the frames of a band (relative to it), or None if the band is not
+    framed. A row of buttons gives each label; a dialog gives its message, and then its
+    buttons, whose own frames are taken out one level down."""
+    inner = _without_frame_sides(band, FRAMED_MIN_HEIGHT if depth == 0 else FRAMED_NESTED_MIN_HEIGHT)
+    if inner is None:
+        return None
+    out = []
+    for c, d in _split_bands(inner.sum(axis=1)):
+        if d - c < MIN_LINE_HEIGHT:
+            continue
+        nested = _framed_lines(inner[c:d], depth + 1) if depth < 1 else None
+        if nested is None:
+            nested = [(x0, y0 - c, x1, y1 - c) for x0, y0, x1, y1 in _split_columns(inner, c, d, 0, inner.shape[1])]
+        out.extend((int(x0), int(y0 + c), int(x1), int(y1 + c)) for x0, y0, x1, y1 in nested)
+    return out
 
 
 def find_text_lines(gray: np.ndarray, region: tuple[int, int, int, int] | None = None) -> list[tuple[int, int, int, int]]:
@@ -241,13 +272,11 @@ def find_text_lines(gray: np.ndarray, region: tuple[int, int, int, int] | None =
                 continue
             if b - a < MIN_LINE_HEIGHT and not _is_dot_leader(block_ink[a:b].any(axis=0)):
                 continue
-            inner = _without_frame_sides(block_ink[a:b])
-            if inner is not None:   # a row of buttons: read each label on its own
-                for c, d in _split_bands(inner.sum(axis=1)):
-                    if d - c >= MIN_LINE_HEIGHT:
-                        for x0, y0, x1, y1 in _split_columns(inner, c, d, 0, inner.shape[1]):
-                            lines.append((int(x0 + xs.start + ox), int(y0 + ys.start + a + oy),
-                                          int(x1 + xs.start + ox), int(y1 + ys.start + a + oy)))
+            framed = _framed_lines(block_ink[a:b])
+            if framed is not None:
+                top = int(ys.start + a)
+                lines.extend((x0 + xs.start + ox, y0 + top + oy, x1 + xs.start + ox, y1 + top + oy)
+                             for x0, y0, x1, y1 in framed)
                 continue
             for x0, y0, x1, y1 in _split_columns(ink, ys.start + a, ys.start + b, xs.start, xs.stop):
                 if x1 - x0 >= 3 and (y1 - y0 >= MIN_LINE_HEIGHT - 1 or b - a < MIN_LINE_HEIGHT):
