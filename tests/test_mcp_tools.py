@@ -250,25 +250,23 @@ def test_read_text_and_find_text(svc):
 def test_click_a_real_button_by_its_label_and_by_a_mark(svc):
     desktop = svc.desktop
 
-    # One "Continue" button per dialog: the OCR engine misreads most labels inside
-    # xmessage's oval button borders ("Apply", "Cancel", two buttons side by side: reported),
-    # and these tests are about clicking what OCR found, not about OCR.
-    def dialog(code, message):
+    # xmessage draws each button as a label in an oval outline, side by side.
+    def dialog(buttons, message):
         proc = desktop.run_client(["xmessage", "-fn", FONT, "-geometry", "+600+420", "-buttons",
-                                   f"Continue:{code}", message])
+                                   buttons, message])
         wait_window(desktop, "xmessage")
         return proc
 
     async def main():
         async with sess(svc) as s:
-            proc = await asyncio.to_thread(dialog, 11, "Pick a button")
-            await s.call("wait_for", {"text": "Continue", "timeout_ms": 8000})
-            result = await s.call("click", {"text": "continue"})
-            assert "on 'Continue'" in text_of(result) and result.structured_content["changed"]
+            proc = await asyncio.to_thread(dialog, "Apply:12,Cancel:11", "Pick a button")
+            await s.call("wait_for", {"text": "Cancel", "timeout_ms": 8000})
+            result = await s.call("click", {"text": "cancel"})
+            assert "on 'Cancel'" in text_of(result) and result.structured_content["changed"]
             assert await asyncio.to_thread(proc.wait, 10) == 11
-            await s.call("wait_for", {"gone": "Continue", "timeout_ms": 8000})
+            await s.call("wait_for", {"gone": "Cancel", "timeout_ms": 8000})
 
-            proc = await asyncio.to_thread(dialog, 13, "Second dialog")
+            proc = await asyncio.to_thread(dialog, "Continue:13", "Second dialog")
             await s.call("wait_for", {"text": "Continue", "timeout_ms": 8000})
             shot = await s.call("screenshot", {"overlay": "marks",
                                                "region": {"x": 560, "y": 380, "width": 400, "height": 200}})

@@ -183,8 +183,8 @@ def test_small_bitmap_fonts_keep_their_punctuation(reader, tmp_path):
 def test_a_dialogs_message_field_above_its_buttons_is_read(reader, tmp_path):
     """xmessage: a window frame around a framed message field and a row of buttons. The
     window's sides join them into one band as tall as the dialog; once the sides are out,
-    the field and the buttons are lines of their own, and the field's text is read. (The
-    labels inside the oval buttons are not: Tesseract finds no text in an oval outline.)"""
+    the field and the buttons are lines of their own. Tesseract reads nothing inside an
+    oval outline, so the outlines are painted over and the labels read."""
     image = Image.new("L", (420, 76), 60)
     draw = ImageDraw.Draw(image)
     font = bitmap_font("7x13", tmp_path)
@@ -197,3 +197,18 @@ def test_a_dialogs_message_field_above_its_buttons_is_read(reader, tmp_path):
     gray = np.asarray(image)
     got = words(reader, gray)
     assert "changes to notes before closing?" in " ".join(got), got
+    assert got[-3:] == ["Save", "Discard", "Cancel"], got
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_underlined_and_boxed_glyphs_are_not_frames(reader, dark):
+    """An underline with descenders through it, a 'T', a '[ok]': what the frame painter
+    must leave alone."""
+    bg, fg = (30, 220) if dark else (255, 0)
+    image = Image.new("L", (560, 44), bg)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 16)
+    text = "Typography [ok] jumping quietly TTT"
+    draw.text((10, 10), text, fill=fg, font=font)
+    draw.line((10, 27, 10 + draw.textlength("Typography", font=font), 27), fill=fg, width=1)
+    assert words(reader, np.asarray(image)) == text.split()

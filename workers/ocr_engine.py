@@ -425,6 +425,7 @@ def prepare_line(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.n
         crop = np.clip(stretched, 0, 255).astype(np.uint8)
         background = 255
     crop = mask_cursor(crop, background, y0 - cy0, y1 - cy0)
+    crop = mask_frames(crop, background, y0 - cy0, y1 - cy0)
     dot_words = []
     dot_runs = find_dot_runs(crop < (background + ink) // 2, y0 - cy0, y1 - cy0) if background - ink >= 32 else []
     if dot_runs:
@@ -470,6 +471,76 @@ def mask_cursor(crop: np.ndarray, background: int, top: int, bottom: int) -> np.
                 out = crop.copy() if out is None else out
                 out[:, a:b] = background
     return crop if out is None else out
+
+
+FRAME_EDGE_MIN = 6        # px: the shortest top or bottom edge of a frame followed
+
+
+def mask_frames(crop: np.ndarray, background: int, top: int, bottom: int) -> np.ndarray:
+    """Paint over the outlines around the text of a line crop (dark text on light): oval
+    or boxed buttons ("(Save) (Discard)" in a dialog). Tesseract takes a label inside an
+    outline for a picture and reads nothing at all. An outline is found from its top or
+    bottom edge and followed through everything joined to it (8-connected); it is painted
+    over if it is wider than the line is tall, reaches from the line's top to its bottom
+    at both its ends, and is nearly empty in between, as a frame is and a glyph (a 'T',
+    an underline with a descender through it) is not."""
+    ink = int(crop.min())
+    height = bottom - top
+    if background - ink < 32 or height < 8:
+        return crop
+    dark = crop < (int(background) + ink) // 2
+    edge_rows = [r for r in (top, top + 1, bottom - 2, bottom - 1) if 0 <= r < dark.shape[0]]
+    shortest = max(FRAME_EDGE_MIN, height // 2)
+    seeds = [(r, int(a), int(b)) for r in edge_rows for a, b in _runs(dark[r]) if b - a >= shortest]
+    if not seeds:
+        return crop
+    rows = [[(int(a), int(b)) for a, b in _runs(line)] for line in dark]
+    out = crop
+    seen: set[tuple[int, int, int]] = set()
+    for seed in seeds:
+        if seed in seen:
+            continue
+        outline = _follow_runs(rows, seed)
+        seen.update(outline)
+        if _is_frame(outline, top, bottom):
+            out = crop.copy() if out is crop else out
+            for r, a, b in outline:
+                out[r, a:b] = background
+    return out
+
+
+def _follow_runs(rows: list[list[tuple[int, int]]], seed: tuple[int, int, int]) -> set[tuple[int, int, int]]:
+    """The runs of ink (row, start, end) joined to `seed` (8-connected)."""
+    found, todo = {seed}, [seed]
+    while todo:
+        r, a, b = todo.pop()
+        for nr in (r - 1, r + 1):
+            if 0 <= nr < len(rows):
+                for c, d in rows[nr]:
+                    if c > b:
+                        break
+                    if d >= a and (nr, c, d) not in found:   # overlapping or touching diagonally
+                        found.add((nr, c, d))
+                        todo.append((nr, c, d))
+    return found
+
+
+def _is_frame(outline: set[tuple[int, int, int]], top: int, bottom: int) -> bool:
+    left, right = min(a for _, a, _ in outline), max(b for _, _, b in outline)
+    height, width = bottom - top, right - left
+    if width < height:
+        return False
+    reach = max(2, min(height // 2, width // 4))
+    mask = np.zeros((max(r for r, _, _ in outline) + 1, width), bool)
+    for r, a, b in outline:
+        mask[r, a - left:b - left] = True
+
+    def spans(cols: np.ndarray) -> bool:
+        inked = np.flatnonzero(cols.any(axis=1))
+        return inked.size > 0 and inked[0] <= top + 1 and inked[-1] >= bottom - 2
+    if not (spans(mask[:, :reach]) and spans(mask[:, -reach:])):
+        return False
+    return bool((mask[:, reach:-reach].sum(axis=0) <= 4).all())   # only a top and a bottom edge
 
 
 DECORATION = re.compile(r"^[\[(|{<][^\w\s]?[\])|}>]$")   # "[@]", "(_]": an icon in a frame
