@@ -3,14 +3,13 @@
     .venv/bin/python bench/bench_ocr.py [--runs 5]
 
 Prints per screen: line finding, cold OCR (empty cache), unchanged frame (warm cache),
-word recall; and the typing_f1 -> typing_f2 step (one typed line) with a warm cache.
+word recall and located-correct (workers/ocr_scoring.py); and the typing_f1 -> typing_f2 step (one typed line) with a warm cache.
 The service figures (broker + 1 vs 2 worker processes, live desktop, typed line, unchanged
 frame, RSS) are in bench/bench_ocr_live.py.
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import statistics
@@ -23,7 +22,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from workers import ocr_engine  # noqa: E402
+from workers import ocr_engine, ocr_scoring  # noqa: E402
 
 SAMPLES = os.path.join(ROOT, "..", "shared", "ocr-samples")
 
@@ -56,11 +55,11 @@ def main():
         cache = ocr_engine.LineCache()
         words = ocr_engine.read_screen(reader, gray, cache)
         warm_ms = median_ms(lambda: ocr_engine.read_screen(reader, gray, cache), args.runs)
-        expected = collections.Counter(w["text"] for w in truth)
-        got = collections.Counter(w.text for w in words)
-        recall = sum((expected & got).values()) / sum(expected.values())
+        recall = ocr_scoring.recall((w["text"] for w in truth), (w.text for w in words))
+        located = ocr_scoring.located_correct(truth, [(w.text, w.box) for w in words])
         print(f"{name:<11} lines {lines_ms:6.1f} ms  cold {cold_ms:7.1f} ms  unchanged {warm_ms:6.1f} ms  "
-              f"recall {recall:.3f}  ({len(ocr_engine.find_text_lines(gray))} lines)")
+              f"recall {recall:.3f}  located-correct {located:.3f}  "
+              f"({len(ocr_engine.find_text_lines(gray))} lines)")
     f1, _ = load("typing_f1")
     f2, _ = load("typing_f2")
 

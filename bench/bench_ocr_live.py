@@ -9,6 +9,7 @@ Prints, with 1 and with 2 workers side by side:
 and with 2 workers:
   - one typed character: from the VNC worker publishing the damage to a store update
     received by a subscriber (median), and the broker's own damage -> store figure;
+  - a one-line scroll of a full xterm, timed the same way;
   - an unchanged redraw (an xterm rewriting the same line, Xvnc with CompareFB=0): the
     broker's pass time when the pixels turn out the same (median);
   - the live desktop's store after the broker read it by itself: recall;
@@ -41,6 +42,7 @@ import zmq.asyncio  # noqa: E402
 from broker import wire  # noqa: E402
 from broker.demo import start_xvnc  # noqa: E402
 from broker.ocr_client import OcrClient  # noqa: E402
+from workers.ocr_scoring import located_correct, recall  # noqa: E402
 from workers.rfb.keysyms import char_keysym  # noqa: E402
 
 SAMPLES = os.path.join(ROOT, "..", "shared", "ocr-samples")
@@ -50,6 +52,7 @@ VOCABULARY = ("the quick brown fox jumps over lazy dog invoice paid total report
               "network address port 8080 2024-03-14 10:02:15 42 1,249.99 /var/log/syslog README.md "
               "build.gradle main.py (done) [ok] x86_64 alpha beta gamma delta").split()
 # (font, columns, rows, geometry position, extra xterm args): a mixed 1080p screen.
+SCROLL_XTERM = "+1460+520"   # 48x24 cells of 9x15 in the free corner of the screen
 XTERMS = [("10x20", 78, 24, "+0+0", []), ("9x15", 100, 32, "+800+0", []),
           ("6x13", 130, 36, "+0+500", []), ("7x14", 90, 22, "+800+500", ["-rv"])]
 
@@ -67,11 +70,6 @@ def text_block(rng: random.Random, columns: int, rows: int) -> list[str]:
             length += len(word) + 1
         lines.append(" ".join(words))
     return lines
-
-
-def recall(expected: list[str], got: list[str]) -> float:
-    want, have = collections.Counter(expected), collections.Counter(got)
-    return sum((want & have).values()) / max(sum(want.values()), 1)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -123,14 +121,14 @@ async def wait_workers(client: OcrClient, count: int, timeout: float = 60.0) -> 
     raise RuntimeError(f"{count} OCR workers did not come up")
 
 
-async def cold(client: OcrClient, gray: np.ndarray, runs: int) -> tuple[float, list[str]]:
+async def cold(client: OcrClient, gray: np.ndarray, runs: int) -> tuple[float, list[tuple[str, list]]]:
     times, words = [], []
     for _ in range(runs):
         started = time.perf_counter()
         result = await client.ocr_image(np.ascontiguousarray(gray), gray.shape[1], gray.shape[0], cache=False,
                                         timeout=120)
         times.append(time.perf_counter() - started)
-        words = [w["text"] for line in result["lines"] for w in line["words"]]
+        words = [(w["text"], w["box"]) for line in result["lines"] for w in line["words"]]
     return statistics.median(times), words
 
 
@@ -143,13 +141,14 @@ def load_samples() -> dict:
         path = os.path.join(SAMPLES, f"{name}.png")
         if os.path.exists(path):
             with open(os.path.join(SAMPLES, f"{name}.json")) as f:
-                truth = [w["text"] for w in json.load(f)["words"]]
+                truth = json.load(f)["words"]
             out[name] = (ocr_engine.to_gray(np.asarray(Image.open(path).convert("RGB"))), truth)
     return out
 
 
-async def typed_latency(ctx, service: Service, client: OcrClient, count: int) -> list[float]:
-    """Type characters into the `cat` xterm; time damage publication -> store update."""
+async def input_latency(ctx, service: Service, pointer: tuple[int, int], keysyms: list[int]) -> list[float]:
+    """Press each key with the pointer over an xterm (the focus follows it: no window
+    manager); time the VNC worker publishing the damage -> a store update received."""
     pub, ctl = wire.vnc_endpoints(service.runtime_dir, "default")
     damage = ctx.socket(zmq.SUB)
     damage.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_DAMAGE)
@@ -159,16 +158,14 @@ async def typed_latency(ctx, service: Service, client: OcrClient, count: int) ->
     store.connect(wire.broker_endpoints(service.runtime_dir)[2])
     vnc = wire.Requester(ctx, ctl)
     await asyncio.sleep(0.5)
-    await vnc.request(b"input", {"actions": [{"pointer": [1500, 1000], "buttons": 0}]})
+    await vnc.request(b"input", {"actions": [{"pointer": list(pointer), "buttons": 0}]})
     await asyncio.sleep(0.5)
     latencies = []
-    text = "the quick brown fox jumps 12345 over"
-    for ch in (text * 3)[:count]:
+    for k in keysyms:
         while await damage.poll(0):
             await damage.recv_multipart()
         while await store.poll(0):
             await store.recv_multipart()
-        k = char_keysym(ch)
         await vnc.request(b"input", {"actions": [{"key": k, "down": True}, {"key": k, "down": False}]})
         if not await damage.poll(2000):
             continue
@@ -200,6 +197,14 @@ async def amain(args) -> None:
         desktop.xterm(geometry=f"{cols}x{rows}{pos}", font=font, extra=extra,
                       command=["sh", "-c", f"cat {path}; exec sleep 100000"])
     desktop.xterm(geometry="60x3+1300+1000", font="10x20", command=["sh", "-c", "stty -icanon; exec cat"])
+    # A terminal at its last row: every Return scrolls all of its lines up by one.
+    scroll_path = os.path.join(workdir, "scroll.txt")
+    scroll_lines = text_block(rng, 48, 24)
+    expected += " ".join(scroll_lines).split()
+    with open(scroll_path, "w") as f:
+        f.write("\n".join(scroll_lines) + "\n")
+    desktop.xterm(geometry=f"48x24{SCROLL_XTERM}", font="9x15",
+                  command=["sh", "-c", f"cat {scroll_path}; stty -icanon; exec cat"])
     desktop.xterm(geometry="30x1+0+1050", font="9x15",
                   command=["sh", "-c", "while :; do printf '\\rthe same line again'; sleep 0.1; done"])
     service = Service(desktop.port)
@@ -207,6 +212,7 @@ async def amain(args) -> None:
     client = OcrClient(ctx, service.runtime_dir)
     samples = load_samples()
     table: dict[str, dict[int, tuple[float, float]]] = collections.defaultdict(dict)
+    located: dict[str, float | None] = {}
     try:
         service.start("vnc-worker")
         service.start("broker")
@@ -224,17 +230,19 @@ async def amain(args) -> None:
                 await wait_workers(client, 2)
             for name, (gray, truth) in samples.items():
                 seconds, words = await cold(client, gray, args.runs)
-                table[name][count] = (seconds, recall(truth, words))
+                table[name][count] = (seconds, recall((t["text"] for t in truth), (w for w, _ in words)))
+                located[name] = located_correct(truth, words)
             seconds, words = await cold(client, live, args.runs)
-            table["live 1080p"][count] = (seconds, recall(expected, words))
+            table["live 1080p"][count] = (seconds, recall(expected, (w for w, _ in words)))
 
         print(f"# vncmcp OCR service benchmark: broker + N OCR worker processes, {os.cpu_count()} cores, "
               f"median of {args.runs}")
-        print(f"{'cold full frame':<16} {'1 worker':>20} {'2 workers':>20}   speed-up")
+        print(f"{'cold full frame':<16} {'1 worker':>20} {'2 workers':>20}   speed-up  located-correct")
         for name, row in table.items():
             one, two = row[1], row[2]
+            where = f"{located[name]:.3f}" if located.get(name) is not None else "-"
             print(f"{name:<16} {one[0] * 1000:8.0f} ms  r {one[1]:.3f} {two[0] * 1000:8.0f} ms  r {two[1]:.3f}"
-                  f"   {one[0] / two[0]:.2f}x")
+                  f"   {one[0] / two[0]:.2f}x     {where}")
 
         # The broker's own reading of the live desktop (damage-driven store).
         snap = await client.snapshot("default")
@@ -242,13 +250,18 @@ async def amain(args) -> None:
         print(f"live store       {len(snap['lines'])} lines, recall {recall(expected, store_words):.3f} "
               f"of the {len(expected)} words shown")
 
-        latencies = await typed_latency(ctx, service, client, args.chars)
+        text = "the quick brown fox jumps 12345 over" * 3
+        latencies = await input_latency(ctx, service, (1500, 1000), [char_keysym(c) for c in text[:args.chars]])
+        scrolls = await input_latency(ctx, service, (1600, 700), [char_keysym("\r")] * args.scrolls)
         status = await client.status()
         desk = status["desktops"]["default"]
         if latencies:
             print(f"typed character  damage published -> store update received: median "
                   f"{statistics.median(latencies):.1f} ms, p90 {sorted(latencies)[int(0.9 * len(latencies))]:.1f} ms "
                   f"(n={len(latencies)}); broker's damage->store p50 {desk['damage_to_store_ms_p50']} ms")
+        if scrolls:
+            print(f"scroll           one line, all 24 rows of a 9x15 xterm move: damage -> store median "
+                  f"{statistics.median(scrolls):.1f} ms (n={len(scrolls)})")
         print(f"unchanged redraw broker pass when the pixels are the same: median {desk['unchanged_ms_p50']} ms "
               f"({desk['unchanged']} of {desk['passes']} passes)")
         print(f"jobs             p50 {status['latency_ms']['p50']} ms, p95 {status['latency_ms']['p95']} ms; "
@@ -265,6 +278,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--chars", type=int, default=20, help="characters typed for the latency figure")
+    ap.add_argument("--scrolls", type=int, default=10, help="Returns pressed for the scroll figure")
     args = ap.parse_args()
     asyncio.run(amain(args))
 

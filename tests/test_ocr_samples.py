@@ -1,5 +1,4 @@
 """The screen-OCR pipeline with real tesseract on the sample screens with ground truth."""
-import collections
 import json
 import os
 import subprocess
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workers import ocr_engine
+from workers import ocr_engine, ocr_scoring
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "ocr-samples")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,23 +33,12 @@ def reader():
 def test_recall_and_located_correct(reader, name):
     image, truth = load(name)
     words = ocr_engine.read_screen(reader, ocr_engine.to_gray(image))
-    expected = collections.Counter(w["text"] for w in truth)
-    got = collections.Counter(w.text for w in words)
-    recall = sum((expected & got).values()) / sum(expected.values())
+    recall = ocr_scoring.recall((w["text"] for w in truth), (w.text for w in words))
     assert recall >= RECALL_FLOOR[name], f"{name}: recall {recall:.3f}"
-
     # Located-correct: a boxed true word has an OCR word with the same text whose box
     # centre lies inside the true box (a model could click it).
-    boxed = [w for w in truth if w["box"]]
-    hits = 0
-    for t in boxed:
-        x0, y0, x1, y1 = t["box"]
-        for w in words:
-            cx, cy = (w.box[0] + w.box[2]) / 2, (w.box[1] + w.box[3]) / 2
-            if w.text == t["text"] and x0 <= cx < x1 and y0 <= cy < y1:
-                hits += 1
-                break
-    assert hits / len(boxed) >= RECALL_FLOOR[name] - 0.05, f"{name}: located-correct {hits / len(boxed):.3f}"
+    located = ocr_scoring.located_correct(truth, [(w.text, w.box) for w in words])
+    assert located >= RECALL_FLOOR[name] - 0.05, f"{name}: located-correct {located:.3f}"
 
 
 def test_line_cache_skips_unchanged_lines(reader):
