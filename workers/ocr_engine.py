@@ -246,7 +246,7 @@ def _framed_lines(band: np.ndarray, depth: int = 0) -> list[tuple[int, int, int,
         nested = _framed_lines(inner[c:d], depth + 1) if depth < 1 else None
         if nested is None:
             nested = [(x0, y0 - c, x1, y1 - c) for x0, y0, x1, y1 in _split_columns(inner, c, d, 0, inner.shape[1])]
-        out.extend((int(x0), int(y0 + c), int(x1), int(y1 + c)) for x0, y0, x1, y1 in nested)
+        out.extend((int(x0), int(y0 + c), int(x1), int(y1 + c)) for x0, y0, x1, y1 in nested if x1 - x0 >= 3)
     return out
 
 
@@ -427,7 +427,8 @@ def prepare_line(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.n
     crop = mask_cursor(crop, background, y0 - cy0, y1 - cy0)
     crop = mask_frames(crop, background, y0 - cy0, y1 - cy0)
     dot_words = []
-    dot_runs = find_dot_runs(crop < (background + ink) // 2, y0 - cy0, y1 - cy0) if background - ink >= 32 else []
+    dark = dark_pixels(crop, background)
+    dot_runs = find_dot_runs(dark, y0 - cy0, y1 - cy0) if dark is not None else []
     if dot_runs:
         crop = crop.copy()
         for count, (a, b, c, d) in dot_runs:
@@ -450,17 +451,29 @@ def upscale_for(height: int) -> float:
     return 1.0
 
 
+MIN_CONTRAST = 32          # grey levels between ink and background for shapes to be found
+
+
+def dark_pixels(crop: np.ndarray, background: int) -> np.ndarray | None:
+    """The ink of a prepared crop (dark on light), cut halfway between its darkest grey and
+    the background; None if the two are too close to tell shapes apart."""
+    ink = int(crop.min())
+    if background - ink < MIN_CONTRAST:
+        return None
+    return crop < (int(background) + ink) // 2
+
+
 CURSOR_FILL = 0.9          # share of a line's rows a block cursor's columns are dark over
 
 
 def mask_cursor(crop: np.ndarray, background: int, top: int, bottom: int) -> np.ndarray:
     """Paint over a terminal's block cursor in a line crop (dark text on light): a solid
     block as tall as the line, which Tesseract reads as `]`, `j` or `f` glued to the last
-    word. (Masking button frames the same way was tried: it cost more words than it won.)"""
-    ink = int(crop.min())
-    if background - ink < 32:
+    word. (Button outlines, which a column test like this one cut through labels, are
+    mask_frames' job.)"""
+    dark = dark_pixels(crop, background)
+    if dark is None:
         return crop
-    dark = crop < (int(background) + ink) // 2
     out = None
     rows = dark[top:bottom]
     height = bottom - top
@@ -484,11 +497,10 @@ def mask_frames(crop: np.ndarray, background: int, top: int, bottom: int) -> np.
     over if it is wider than the line is tall, reaches from the line's top to its bottom
     at both its ends, and is nearly empty in between, as a frame is and a glyph (a 'T',
     an underline with a descender through it) is not."""
-    ink = int(crop.min())
     height = bottom - top
-    if background - ink < 32 or height < 8:
+    dark = dark_pixels(crop, background) if height >= 8 else None
+    if dark is None:
         return crop
-    dark = crop < (int(background) + ink) // 2
     edge_rows = [r for r in (top, top + 1, bottom - 2, bottom - 1) if 0 <= r < dark.shape[0]]
     shortest = max(FRAME_EDGE_MIN, height // 2)
     seeds = [(r, int(a), int(b)) for r in edge_rows for a, b in _runs(dark[r]) if b - a >= shortest]
