@@ -17,6 +17,7 @@ Used by the OCR workers, by `vncmcp ocr IMAGE` and by the tests on ../shared/ocr
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import re
@@ -487,6 +488,7 @@ def mask_cursor(crop: np.ndarray, background: int, top: int, bottom: int) -> np.
 
 
 FRAME_EDGE_MIN = 6        # px: the shortest top or bottom edge of a frame followed
+FRAME_MAX_RUNS_PER_ROW = 8  # runs of ink an outline (or a row of them) may have per row
 
 
 def mask_frames(crop: np.ndarray, background: int, top: int, bottom: int) -> np.ndarray:
@@ -506,13 +508,15 @@ def mask_frames(crop: np.ndarray, background: int, top: int, bottom: int) -> np.
     seeds = [(r, int(a), int(b)) for r in edge_rows for a, b in _runs(dark[r]) if b - a >= shortest]
     if not seeds:
         return crop
-    rows = [[(int(a), int(b)) for a, b in _runs(line)] for line in dark]
     out = crop
     seen: set[tuple[int, int, int]] = set()
+    runs_of_row: dict[int, tuple[list[int], list[int]]] = {}
     for seed in seeds:
         if seed in seen:
             continue
-        outline = _follow_runs(rows, seed)
+        outline = _follow_runs(dark, runs_of_row, seed, FRAME_MAX_RUNS_PER_ROW * dark.shape[0])
+        if outline is None:
+            continue
         seen.update(outline)
         if _is_frame(outline, top, bottom):
             out = crop.copy() if out is crop else out
@@ -521,19 +525,31 @@ def mask_frames(crop: np.ndarray, background: int, top: int, bottom: int) -> np.
     return out
 
 
-def _follow_runs(rows: list[list[tuple[int, int]]], seed: tuple[int, int, int]) -> set[tuple[int, int, int]]:
-    """The runs of ink (row, start, end) joined to `seed` (8-connected)."""
+def _follow_runs(dark: np.ndarray, runs_of_row: dict, seed: tuple[int, int, int],
+                 limit: int) -> set[tuple[int, int, int]] | None:
+    """The runs of ink (row, start, end) joined to `seed` (8-connected), or None when there
+    are more than `limit` of them: a frame's outline has a few per row, while a pattern
+    joined to an edge (a stipple, a grid) would cost time for nothing. `runs_of_row`
+    caches each row's (starts, ends), found only for the rows the outline reaches."""
     found, todo = {seed}, [seed]
     while todo:
         r, a, b = todo.pop()
         for nr in (r - 1, r + 1):
-            if 0 <= nr < len(rows):
-                for c, d in rows[nr]:
-                    if c > b:
-                        break
-                    if d >= a and (nr, c, d) not in found:   # overlapping or touching diagonally
-                        found.add((nr, c, d))
-                        todo.append((nr, c, d))
+            if not 0 <= nr < dark.shape[0]:
+                continue
+            if nr not in runs_of_row:
+                edges = np.flatnonzero(np.diff(dark[nr], prepend=False, append=False))
+                runs_of_row[nr] = (edges[::2].tolist(), edges[1::2].tolist())
+            starts, ends = runs_of_row[nr]
+            # Runs of row nr touching [a, b) or its diagonal neighbours a - 1 and b.
+            i = max(bisect.bisect_right(starts, a) - 1, 0)
+            while i < len(starts) and starts[i] <= b:
+                if ends[i] >= a and (nr, starts[i], ends[i]) not in found:
+                    found.add((nr, starts[i], ends[i]))
+                    todo.append((nr, starts[i], ends[i]))
+                    if len(found) > limit:
+                        return None
+                i += 1
     return found
 
 
