@@ -60,6 +60,15 @@ def main():
         print(f"{name:<11} lines {lines_ms:6.1f} ms  cold {cold_ms:7.1f} ms  unchanged {warm_ms:6.1f} ms  "
               f"recall {recall:.3f}  located-correct {located:.3f}  "
               f"({len(ocr_engine.find_text_lines(gray))} lines)")
+    # A worst case for the frame painter: a stipple joined to the edges of a frame.
+    height, width = 40, 1900
+    crop = np.full((height, width), 255, np.uint8)
+    crop[2, 5:width - 5] = crop[height - 3, 5:width - 5] = 0
+    crop[2:height - 2, 5] = crop[2:height - 2, width - 6] = 0
+    yy, xx = np.mgrid[3:height - 3, 6:width - 6]
+    crop[3:height - 3, 6:width - 6][(yy + xx) % 2 == 0] = 0
+    stipple_ms = median_ms(lambda: ocr_engine.mask_frames(crop, 255, 2, height - 2), args.runs)
+    print(f"frame painter, worst case (a 1900 px frame full of stipple): {stipple_ms:.1f} ms")
     f1, _ = load("typing_f1")
     f2, _ = load("typing_f2")
 

@@ -216,8 +216,8 @@ def test_underlined_and_boxed_glyphs_are_not_frames(reader, dark):
 
 def test_a_frame_around_a_stipple_is_left_alone():
     """A stipple joined to a frame's edge is a pattern, not an outline around a label:
-    nothing is painted. (What it costs is in bench: the painter gives up after a bounded
-    number of runs; 900 ms per such line before that bound, 1.3 ms now.)"""
+    nothing is painted. (The painter also gives up after a bounded number of runs: such a
+    line took 900 ms before that bound; bench/bench_ocr.py times it.)"""
     height, width = 40, 1900
     crop = np.full((height, width), 255, np.uint8)
     crop[2, 5:width - 5] = crop[height - 3, 5:width - 5] = 0
