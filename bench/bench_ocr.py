@@ -68,7 +68,15 @@ def main():
     yy, xx = np.mgrid[3:height - 3, 6:width - 6]
     crop[3:height - 3, 6:width - 6][(yy + xx) % 2 == 0] = 0
     stipple_ms = median_ms(lambda: ocr_engine.mask_frames(crop, 255, 2, height - 2), args.runs)
-    print(f"frame painter, worst case (a 1900 px frame full of stipple): {stipple_ms:.1f} ms")
+    # ...and a dashed edge over a stipple: every dash is a place to start following from.
+    dashed = np.full((12, width), 255, np.uint8)
+    for x in range(0, width - 8, 8):
+        dashed[0, x:x + 7] = 0
+    yy, xx = np.mgrid[1:12, 0:width]
+    dashed[1:12][(yy + xx) % 2 == 0] = 0
+    dashed_ms = median_ms(lambda: ocr_engine.mask_frames(dashed, 255, 0, 12), args.runs)
+    print(f"frame painter, worst cases (1900 px lines): a frame full of stipple {stipple_ms:.1f} ms, "
+          f"a dashed edge over a stipple {dashed_ms:.1f} ms")
     f1, _ = load("typing_f1")
     f2, _ = load("typing_f2")
 

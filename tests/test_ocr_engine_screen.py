@@ -232,3 +232,11 @@ def test_a_frame_around_a_stipple_is_left_alone():
     framed[15:25, 60:64] = 0
     out = ocr_engine.mask_frames(framed, 255, 2, height - 2)
     assert (out[15:25, 60:64] == 0).all() and (out[2] == 255).all() and (out[:, 5] == 255).all()
+    # "[ok]" underlined: the underline joins both brackets into one wide shape that spans
+    # the line at both ends, but it has no top edge between them: not a frame.
+    underlined = np.full((17, 44), 255, np.uint8)
+    underlined[2:15, 2] = underlined[2:15, 41] = 0                 # the brackets' stems
+    underlined[2, 2:5] = underlined[2, 39:42] = 0                  # and their serifs
+    underlined[14, 2:42] = 0                                       # the underline
+    underlined[6:12, 12:30] = 0                                    # "ok", apart from them
+    assert (ocr_engine.mask_frames(underlined, 255, 2, 15) == underlined).all()

@@ -18,6 +18,7 @@ Used by the OCR workers, by `vncmcp ocr IMAGE` and by the tests on ../shared/ocr
 from __future__ import annotations
 
 import bisect
+import collections
 import hashlib
 import os
 import re
@@ -191,6 +192,7 @@ FRAME_SIDE_COVER = 0.8    # share of a band's rows a frame's side is ink over
 FRAMED_MIN_HEIGHT = 24    # bands shorter than this (a title bar, a text line) are never split...
 FRAMED_NESTED_MIN_HEIGHT = 16  # ...unless they are inside a frame already (a dialog's field)
 STACKED_LINE_SHARE = 0.3  # lines stacked in one frame are each at least this share of it tall
+MAX_FRAME_NESTING = 1     # frames looked for inside frames: a dialog's field and buttons
 
 
 def _without_frame_sides(band: np.ndarray, min_height: int = FRAMED_MIN_HEIGHT) -> np.ndarray | None:
@@ -244,10 +246,11 @@ def _framed_lines(band: np.ndarray, depth: int = 0) -> list[tuple[int, int, int,
     for c, d in _split_bands(inner.sum(axis=1)):
         if d - c < MIN_LINE_HEIGHT:
             continue
-        nested = _framed_lines(inner[c:d], depth + 1) if depth < 1 else None
+        nested = _framed_lines(inner[c:d], depth + 1) if depth < MAX_FRAME_NESTING else None
         if nested is None:
-            nested = [(x0, y0 - c, x1, y1 - c) for x0, y0, x1, y1 in _split_columns(inner, c, d, 0, inner.shape[1])]
-        out.extend((int(x0), int(y0 + c), int(x1), int(y1 + c)) for x0, y0, x1, y1 in nested if x1 - x0 >= 3)
+            nested = _split_columns(inner[c:d], 0, d - c, 0, inner.shape[1])
+        out.extend((int(x0), int(y0 + c), int(x1), int(y1 + c)) for x0, y0, x1, y1 in nested
+                   if x1 - x0 >= 3 and y1 - y0 >= MIN_LINE_HEIGHT - 1)   # as for unframed lines
     return out
 
 
@@ -505,19 +508,18 @@ def mask_frames(crop: np.ndarray, background: int, top: int, bottom: int) -> np.
         return crop
     edge_rows = [r for r in (top, top + 1, bottom - 2, bottom - 1) if 0 <= r < dark.shape[0]]
     shortest = max(FRAME_EDGE_MIN, height // 2)
-    seeds = [(r, int(a), int(b)) for r in edge_rows for a, b in _runs(dark[r]) if b - a >= shortest]
+    seeds = [(r, a, b) for r in edge_rows for a, b in zip(*_row_runs(dark[r])) if b - a >= shortest]
     if not seeds:
         return crop
     out = crop
-    seen: set[tuple[int, int, int]] = set()
+    seen: set[tuple[int, int, int]] = set()   # runs already followed, from any seed
     runs_of_row: dict[int, tuple[list[int], list[int]]] = {}
     for seed in seeds:
         if seed in seen:
             continue
-        outline = _follow_runs(dark, runs_of_row, seed, FRAME_MAX_RUNS_PER_ROW * dark.shape[0])
+        outline = _follow_runs(dark, runs_of_row, seed, FRAME_MAX_RUNS_PER_ROW * dark.shape[0], seen)
         if outline is None:
             continue
-        seen.update(outline)
         if _is_frame(outline, top, bottom):
             out = crop.copy() if out is crop else out
             for r, a, b in outline:
@@ -525,40 +527,61 @@ def mask_frames(crop: np.ndarray, background: int, top: int, bottom: int) -> np.
     return out
 
 
-def _follow_runs(dark: np.ndarray, runs_of_row: dict, seed: tuple[int, int, int],
-                 limit: int) -> set[tuple[int, int, int]] | None:
+def _row_runs(row: np.ndarray) -> tuple[list[int], list[int]]:
+    """Starts and ends (exclusive) of the runs of True in a row, as Python ints."""
+    edges = np.flatnonzero(np.diff(row, prepend=False, append=False))
+    return edges[::2].tolist(), edges[1::2].tolist()
+
+
+def _follow_runs(dark: np.ndarray, runs_of_row: dict[int, tuple[list[int], list[int]]],
+                 seed: tuple[int, int, int], limit: int,
+                 seen: set[tuple[int, int, int]]) -> set[tuple[int, int, int]] | None:
     """The runs of ink (row, start, end) joined to `seed` (8-connected), or None when there
-    are more than `limit` of them: a frame's outline has a few per row, while a pattern
-    joined to an edge (a stipple, a grid) would cost time for nothing. `runs_of_row`
-    caches each row's (starts, ends), found only for the rows the outline reaches."""
-    found, todo = {seed}, [seed]
-    while todo:
-        r, a, b = todo.pop()
+    are more than `limit` of them (a frame's outline has a few per row; a pattern joined
+    to an edge, a stipple or a grid, would cost time for nothing) or when it reaches a run
+    that an earlier walk gave up on. Every run found goes into `seen`, so that no walk
+    goes over the same ink twice. `runs_of_row` caches the runs of the rows reached."""
+    found, todo = {seed}, collections.deque([seed])
+    seen.add(seed)
+    while todo:   # breadth first: a walk near ink given up on runs into it soon
+        r, a, b = todo.popleft()
         for nr in (r - 1, r + 1):
             if not 0 <= nr < dark.shape[0]:
                 continue
             if nr not in runs_of_row:
-                edges = np.flatnonzero(np.diff(dark[nr], prepend=False, append=False))
-                runs_of_row[nr] = (edges[::2].tolist(), edges[1::2].tolist())
+                runs_of_row[nr] = _row_runs(dark[nr])
             starts, ends = runs_of_row[nr]
-            # Runs of row nr touching [a, b) or its diagonal neighbours a - 1 and b.
+            # Runs of row nr touching [a, b) or its diagonal neighbours a - 1 and b: runs
+            # before the last one starting at or left of a end before a - 1.
             i = max(bisect.bisect_right(starts, a) - 1, 0)
             while i < len(starts) and starts[i] <= b:
-                if ends[i] >= a and (nr, starts[i], ends[i]) not in found:
-                    found.add((nr, starts[i], ends[i]))
-                    todo.append((nr, starts[i], ends[i]))
-                    if len(found) > limit:
-                        return None
+                run = (nr, starts[i], ends[i])
                 i += 1
+                if run[2] < a or run in found:
+                    continue
+                if run in seen or len(found) >= limit:
+                    seen.update(found)
+                    return None      # joined to ink already given up on, or too much of it
+                found.add(run)
+                todo.append(run)
+    seen.update(found)
     return found
 
 
+FRAME_EDGE_ROWS = 4   # rows an outline may hold in a column between its ends: two edges of 2 px
+
+
 def _is_frame(outline: set[tuple[int, int, int]], top: int, bottom: int) -> bool:
+    """An outline is a frame if it is at least as wide as the line is tall, reaches from
+    the line's top to its bottom near both its ends, and in between holds only a top and
+    a bottom edge: every column there has ink near the top and near the bottom and little
+    else. (An underline joining two brackets, `[ok]` underlined, has no top edge.)"""
+    height = bottom - top
     left, right = min(a for _, a, _ in outline), max(b for _, _, b in outline)
-    height, width = bottom - top, right - left
-    if width < height:
+    width = right - left
+    if height < 8 or width < height:
         return False
-    reach = max(2, min(height // 2, width // 4))
+    reach = min(height // 2, width // 4)   # the rounded ends of an oval, at most
     mask = np.zeros((max(r for r, _, _ in outline) + 1, width), bool)
     for r, a, b in outline:
         mask[r, a - left:b - left] = True
@@ -568,7 +591,9 @@ def _is_frame(outline: set[tuple[int, int, int]], top: int, bottom: int) -> bool
         return inked.size > 0 and inked[0] <= top + 1 and inked[-1] >= bottom - 2
     if not (spans(mask[:, :reach]) and spans(mask[:, -reach:])):
         return False
-    return bool((mask[:, reach:-reach].sum(axis=0) <= 4).all())   # only a top and a bottom edge
+    middle = mask[:, reach:-reach]
+    closed = middle[:top + 3].any(axis=0) & middle[bottom - 3:].any(axis=0)
+    return bool(closed.all() and (middle.sum(axis=0) <= FRAME_EDGE_ROWS).all())
 
 
 DECORATION = re.compile(r"^[\[(|{<][^\w\s]?[\])|}>]$")   # "[@]", "(_]": an icon in a frame
