@@ -240,3 +240,16 @@ def test_a_frame_around_a_stipple_is_left_alone():
     underlined[14, 2:42] = 0                                       # the underline
     underlined[6:12, 12:30] = 0                                    # "ok", apart from them
     assert (ocr_engine.mask_frames(underlined, 255, 2, 15) == underlined).all()
+
+
+def test_a_message_of_two_lines_in_a_field_is_read_line_by_line(reader, tmp_path):
+    """xmessage's field with a two-line message: the field's sides join the lines into one
+    band; without the sides they are two lines, each reaching far from the sides."""
+    image = Image.new("L", (300, 60), 255)
+    draw = ImageDraw.Draw(image)
+    font = bitmap_font("10x20", tmp_path)
+    draw.rectangle((4, 4, 290, 52), outline=0)
+    draw.text((14, 6), "Delete the file?", fill=0, font=font)
+    draw.text((14, 27), "This cannot be undone.", fill=0, font=font)
+    got = words(reader, np.asarray(image))
+    assert got == "Delete the file? This cannot be undone.".split(), got

@@ -191,7 +191,6 @@ def _split_bands(rows: np.ndarray) -> list[tuple[int, int]]:
 FRAME_SIDE_COVER = 0.8    # share of a band's rows a frame's side is ink over
 FRAMED_MIN_HEIGHT = 24    # bands shorter than this (a title bar, a text line) are never split...
 FRAMED_NESTED_MIN_HEIGHT = 16  # ...unless they are inside a frame already (a dialog's field)
-STACKED_LINE_SHARE = 0.3  # lines stacked in one frame are each at least this share of it tall
 MAX_FRAME_NESTING = 1     # frames looked for inside frames: a dialog's field and buttons
 
 
@@ -221,18 +220,23 @@ def _without_frame_sides(band: np.ndarray, min_height: int = FRAMED_MIN_HEIGHT) 
     rows = np.flatnonzero(inked)
     if rows.size == 0:
         return inner   # nothing but frame sides: no line at all
-    if rows[-1] - rows[0] + 1 > 0.62 * height and not _stacked(inked):
+    if rows[-1] - rows[0] + 1 > 0.62 * height and not _stacked(inner, sides):
         return None
     return inner
 
 
-def _stacked(inked_rows: np.ndarray) -> bool:
+def _stacked(inner: np.ndarray, sides: np.ndarray) -> bool:
     """The inside of a frame holds two lines or more, one above the other with blank rows
-    between (a dialog's message field above its buttons): only the frame sides had joined
-    them. A text line has ink in every row from its top to its bottom; the rounded top and
-    bottom of an oval button, left after its sides are out, are far shorter than a line."""
-    tall = max(MIN_LINE_HEIGHT, STACKED_LINE_SHARE * len(inked_rows))
-    return sum(b - a >= tall for a, b in _runs(inked_rows)) >= 2
+    between (a dialog's message field above its buttons, a message of two lines): only the
+    frame sides had joined them. A text line has ink in every row from its top to its
+    bottom. What is left of an oval button's rounded top and bottom once its sides are out
+    is not a line: it lies close to the sides, while a line reaches far from them."""
+    lines = 0
+    for a, b in _runs(inner.any(axis=1)):
+        if b - a >= MIN_LINE_HEIGHT:
+            near_sides = _window_any(sides, 2 * (b - a), 2 * (b - a), axis=0)
+            lines += bool((inner[a:b].any(axis=0) & ~near_sides).any())
+    return lines >= 2
 
 
 def _framed_lines(band: np.ndarray, depth: int = 0) -> list[tuple[int, int, int, int]] | None:
