@@ -121,6 +121,23 @@ async def wait_workers(client: OcrClient, count: int, timeout: float = 60.0) -> 
     raise RuntimeError(f"{count} OCR workers did not come up")
 
 
+async def wait_idle(client: OcrClient, quiet: float = 0.5, timeout: float = 60.0) -> None:
+    """Until no OCR job has been queued or running for `quiet` seconds: the broker's own
+    reading of the live desktop must not run alongside the cold-frame timings."""
+    deadline = time.monotonic() + timeout
+    idle_since = None
+    while time.monotonic() < deadline:
+        status = await client.status()
+        if status["queue"] or status["inflight"]:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= quiet:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the OCR pool did not go idle")
+
+
 async def cold(client: OcrClient, gray: np.ndarray, runs: int) -> tuple[float, list[tuple[str, list]]]:
     times, words = [], []
     for _ in range(runs):
@@ -218,7 +235,7 @@ async def amain(args) -> None:
         service.start("broker")
         workers = [service.start("ocr-worker")]
         await wait_workers(client, 1)
-        await asyncio.sleep(2.0)   # let the xterms draw and the broker's first pass finish
+        await asyncio.sleep(2.0)   # let the xterms draw (the broker's first pass: wait_idle)
         vnc = wire.Requester(ctx, wire.vnc_endpoints(service.runtime_dir, "default")[1])
         header, buffers = await vnc.request(b"snapshot")
         from workers import ocr_engine
@@ -228,6 +245,7 @@ async def amain(args) -> None:
             if count == 2:
                 workers.append(service.start("ocr-worker"))
                 await wait_workers(client, 2)
+            await wait_idle(client)
             for name, (gray, truth) in samples.items():
                 seconds, words = await cold(client, gray, args.runs)
                 table[name][count] = (seconds, recall((t["text"] for t in truth), (w for w, _ in words)))
