@@ -42,6 +42,7 @@ import zmq.asyncio  # noqa: E402
 from broker import wire  # noqa: E402
 from broker.demo import start_xvnc  # noqa: E402
 from broker.ocr_client import OcrClient  # noqa: E402
+from broker.procstat import rss_mb  # noqa: E402
 from workers.ocr_scoring import located_correct, recall  # noqa: E402
 from workers.rfb.keysyms import char_keysym  # noqa: E402
 
@@ -70,17 +71,6 @@ def text_block(rng: random.Random, columns: int, rows: int) -> list[str]:
             length += len(word) + 1
         lines.append(" ".join(words))
     return lines
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 class Service:
