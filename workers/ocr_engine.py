@@ -127,11 +127,22 @@ def _smear_rows(mask: np.ndarray, radius: int) -> np.ndarray:
     return _window_any(mask, radius, radius, axis=1)
 
 
+def _run_edges(flags: np.ndarray) -> np.ndarray:
+    """Where runs of True start and end (exclusive), alternately."""
+    padded = np.concatenate(([False], flags, [False]))
+    return np.flatnonzero(padded[1:] != padded[:-1])
+
+
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) of each run of True."""
-    padded = np.concatenate(([False], flags, [False]))
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    edges = _run_edges(flags)
     return list(zip(edges[::2], edges[1::2]))
+
+
+def _row_runs(flags: np.ndarray) -> tuple[list[int], list[int]]:
+    """Starts and ends (exclusive) of the runs of True, as two lists of Python ints."""
+    edges = _run_edges(flags)
+    return edges[::2].tolist(), edges[1::2].tolist()
 
 
 def _split_columns(ink: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> list[tuple[int, int, int, int]]:
@@ -529,12 +540,6 @@ def mask_frames(crop: np.ndarray, background: int, top: int, bottom: int) -> np.
             for r, a, b in outline:
                 out[r, a:b] = background
     return out
-
-
-def _row_runs(row: np.ndarray) -> tuple[list[int], list[int]]:
-    """Starts and ends (exclusive) of the runs of True in a row, as Python ints."""
-    edges = np.flatnonzero(np.diff(row, prepend=False, append=False))
-    return edges[::2].tolist(), edges[1::2].tolist()
 
 
 def _follow_runs(dark: np.ndarray, runs_of_row: dict[int, tuple[list[int], list[int]]],
