@@ -514,21 +514,21 @@ def mask_frames(crop: np.ndarray, background: int, top: int, bottom: int) -> np.
     or boxed buttons ("(Save) (Discard)" in a dialog). Tesseract takes a label inside an
     outline for a picture and reads nothing at all. An outline is found from its top or
     bottom edge and followed through everything joined to it (8-connected); it is painted
-    over if it is wider than the line is tall, reaches from the line's top to its bottom
-    at both its ends, and is nearly empty in between, as a frame is and a glyph (a 'T',
-    an underline with a descender through it) is not."""
+    over if _is_frame says so: as wide as the line is tall, reaching from the line's top
+    to its bottom at both its ends, and only a top and a bottom edge in between, as a
+    frame is and a glyph (a 'T', an underline with a descender through it) is not."""
     height = bottom - top
     dark = dark_pixels(crop, background) if height >= 8 else None
     if dark is None:
         return crop
-    edge_rows = [r for r in (top, top + 1, bottom - 2, bottom - 1) if 0 <= r < dark.shape[0]]
+    # The runs of each row reached, found once: first the edge rows, where walks start.
+    runs_of_row = {r: _row_runs(dark[r]) for r in (top, top + 1, bottom - 2, bottom - 1) if 0 <= r < dark.shape[0]}
     shortest = max(FRAME_EDGE_MIN, height // 2)
-    seeds = [(r, a, b) for r in edge_rows for a, b in zip(*_row_runs(dark[r])) if b - a >= shortest]
+    seeds = [(r, a, b) for r, (starts, ends) in runs_of_row.items() for a, b in zip(starts, ends) if b - a >= shortest]
     if not seeds:
         return crop
     out = crop
     seen: set[tuple[int, int, int]] = set()   # runs already followed, from any seed
-    runs_of_row: dict[int, tuple[list[int], list[int]]] = {}
     for seed in seeds:
         if seed in seen:
             continue
@@ -560,8 +560,8 @@ def _follow_runs(dark: np.ndarray, runs_of_row: dict[int, tuple[list[int], list[
             if nr not in runs_of_row:
                 runs_of_row[nr] = _row_runs(dark[nr])
             starts, ends = runs_of_row[nr]
-            # Runs of row nr touching [a, b) or its diagonal neighbours a - 1 and b: runs
-            # before the last one starting at or left of a end before a - 1.
+            # Runs of row nr touching [a, b) or its diagonal neighbours a - 1 and b. Runs
+            # before the last one that starts at or left of a all end left of a - 1.
             i = max(bisect.bisect_right(starts, a) - 1, 0)
             while i < len(starts) and starts[i] <= b:
                 run = (nr, starts[i], ends[i])
