@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workers.ocr_glyphs import GlyphTable
+
 INK_THRESHOLD = 40        # grey-level step between neighbours that counts as an edge of ink
 MAX_LINE_HEIGHT = 64      # a vertical run of ink taller than this is a border, not a glyph
 WORD_SMEAR = 10           # px each side: joins the glyphs of a word and the words of a line
@@ -381,8 +383,11 @@ class OCRUnavailable(RuntimeError):
 class LineReader:
     """One reused tesserocr API (init costs ~50 ms; never share it between threads)."""
 
-    def __init__(self, lang: str = "eng", tessdata: str | None = None):
+    def __init__(self, lang: str = "eng", tessdata: str | None = None, glyph_table: bool = True):
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        # Monospace glyphs learned from what this reader read (see ocr_glyphs): a cache
+        # that only saves time, so it lives and dies with the reader.
+        self.glyphs: GlyphTable | None = GlyphTable(MARGIN) if glyph_table else None
         import tesserocr
         path = tessdata or default_tessdata()
         missing = [code for code in lang.split("+") if not os.path.isfile(os.path.join(path, f"{code}.traineddata"))]
@@ -655,9 +660,28 @@ def is_block(gray: np.ndarray, box: tuple[int, int, int, int]) -> bool:
 
 
 def read_line(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, int]) -> list[Word]:
-    """Words of one line box, in screen coordinates."""
+    """Words of one line box, in screen coordinates. A line of monospace glyphs the
+    reader's glyph table knows is spelled from it; a line Tesseract reads teaches it."""
     if is_block(gray, box):
         return []
+    glyphs = reader.glyphs
+    known = glyphs.decode(gray, box) if glyphs is not None else None
+    learn = known is None and glyphs is not None
+    if known is not None:
+        words = [Word(text, word_box, conf) for text, word_box, conf in known]
+    else:
+        words = _read_with_tesseract(reader, gray, box)
+    # A line much narrower than it is tall holding one bracket-like glyph is the edge of a
+    # frame or a field, not text.
+    x0, y0, x1, y1 = box
+    if len(words) == 1 and (x1 - x0) * 2 <= (y1 - y0) and all(c in "[]|{}()!lI1" for c in words[0].text):
+        return []
+    if learn:
+        glyphs.learn(gray, box, words)
+    return words
+
+
+def _read_with_tesseract(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, int]) -> list[Word]:
     crop, scale, ox, oy, dot_words = prepare_line(gray, box)
     words = []
     # A line that was only dots has nothing left for Tesseract.
@@ -667,11 +691,6 @@ def read_line(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, in
                     oy + int(round(by1 / scale)))
         if not is_decoration(text, conf):
             words.append(Word(text, word_box, conf))
-    # A line much narrower than it is tall holding one bracket-like glyph is the edge of a
-    # frame or a field, not text.
-    x0, y0, x1, y1 = box
-    if len(words) == 1 and (x1 - x0) * 2 <= (y1 - y0) and all(c in "[]|{}()!lI1" for c in words[0].text):
-        return []
     return sorted(words + dot_words, key=lambda w: w.box[0])
 
 

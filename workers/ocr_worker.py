@@ -83,6 +83,7 @@ class OcrWorker:
         self.jobs_done = self.lines_read = self.job_errors = 0
         self.busy_ms = 0.0
         self.busy: int | None = None        # job_id being recognised
+        self.glyphs = None                  # the reader's glyph table, once it exists
         self._stopping = False
         self._connections = 0
         self.beat = Heartbeat(runtime_dir, self.stats, ctx=self.ctx)
@@ -92,6 +93,10 @@ class OcrWorker:
                    "job_errors": self.job_errors, "busy": self.busy is not None,
                    "mean_job_ms": round(self.busy_ms / self.jobs_done, 1) if self.jobs_done else None,
                    "broker": self.endpoint}
+        if self.glyphs is not None:
+            # lines spelled from learned terminal glyphs instead of read by Tesseract
+            figures["lines_spelled"] = self.glyphs.decoded
+            figures["glyph_shapes"] = len(self.glyphs)
         if self.error:
             figures["error"] = self.error
         return figures
@@ -166,6 +171,7 @@ class OcrWorker:
         except ocr_engine.OCRUnavailable as e:
             self.report_unavailable(str(e))
             return wire.EXIT_UNAVAILABLE
+        self.glyphs = reader.glyphs
 
         done_endpoint = f"inproc://ocr-done-{id(self)}"
         done = self.ctx.socket(zmq.PAIR)

@@ -1,0 +1,196 @@
+"""The glyph table (workers/ocr_glyphs.py): monospace terminal lines spelled from glyphs
+learned off Tesseract's readings. The logic tests teach it the true words of lines drawn
+in xterm's own bitmap fonts; the last test lets real Tesseract teach it."""
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from tests.test_ocr_engine_screen import bitmap_font
+from workers import ocr_engine
+from workers.ocr_glyphs import GlyphTable
+
+PITCH = 8          # the 8x13 font's cell width
+LINE_STEP = 20
+
+
+@dataclass
+class Reading:     # what learn() takes from Tesseract: text, screen box, confidence
+    text: str
+    box: tuple
+    conf: float = 95.0
+
+
+@pytest.fixture(scope="module")
+def font8x13(tmp_path_factory):
+    return bitmap_font("8x13", tmp_path_factory.mktemp("font"))
+
+
+def terminal(lines, font, dark=False, cursor_after=None):
+    """Lines drawn cell by cell as xterm does, and each line's true words with their
+    cell boxes."""
+    bg, fg = (0, 255) if dark else (255, 0)
+    image = Image.new("L", (PITCH * 60 + 20, LINE_STEP * len(lines) + 20), bg)
+    draw = ImageDraw.Draw(image)
+    truth = []
+    for row, text in enumerate(lines):
+        x0, y = 10, 10 + row * LINE_STEP
+        draw.text((x0, y), text, font=font, fill=fg)
+        if cursor_after is not None and row == cursor_after:
+            cx = x0 + PITCH * (len(text) + 1)
+            draw.rectangle((cx, y, cx + PITCH - 1, y + 12), fill=fg)
+        words, col = [], 0
+        for word in text.split(" "):
+            if word:
+                words.append(Reading(word, (x0 + col * PITCH, y, x0 + (col + len(word)) * PITCH, y + 13)))
+            col += len(word) + 1
+        truth.append(words)
+    return np.asarray(image), truth
+
+
+def line_boxes(gray):
+    boxes = ocr_engine.find_text_lines(gray)
+    return sorted(boxes, key=lambda b: (b[1], b[0]))
+
+
+def teach(table, gray, truth):
+    return [table.learn(gray, box, words) for box, words in zip(line_boxes(gray), truth)]
+
+
+def spelled(table, gray, row):
+    found = table.decode(gray, line_boxes(gray)[row])
+    return None if found is None else [text for text, _, _ in found]
+
+
+LESSON = ["user@host:~/src$ make test", "make: Entering directory", "user@host:~/src$ git status",
+          "On branch main, all tests passed", "user@host:~/src$ make test"]
+
+
+def test_a_line_of_known_glyphs_is_spelled_with_its_words_in_place(font8x13):
+    table = GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(LESSON, font8x13)
+    assert all(teach(table, gray, truth))
+    new, new_truth = terminal(["make status", "git main tests"], font8x13)
+    for row in range(2):
+        found = table.decode(new, line_boxes(new)[row])
+        assert [t for t, _, _ in found] == [w.text for w in new_truth[row]]
+        for (_, box, _), true in zip(found, new_truth[row]):
+            # the ink of the word, inside its cells
+            assert true.box[0] <= box[0] < box[2] <= true.box[2] and true.box[1] <= box[1] < box[3] <= true.box[3]
+
+
+def test_reverse_video_and_a_block_cursor_spell_the_same(font8x13):
+    table = GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(LESSON, font8x13)
+    teach(table, gray, truth)
+    new, _ = terminal(["user@host:~/src$ make"], font8x13, dark=True, cursor_after=0)
+    assert spelled(table, new, 0) == ["user@host:~/src$", "make"]
+
+
+def test_a_glyph_seen_once_or_never_leaves_the_line_to_tesseract(font8x13):
+    table = GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(LESSON, font8x13)
+    teach(table, gray, truth)
+    # 'E' and 'y' were read once ("Entering directory"), 'Q' never.
+    new, _ = terminal(["make Entering", "test Q", "main story"], font8x13)
+    assert [spelled(table, new, row) for row in range(3)] == [None, None, None]
+
+
+def test_proportional_text_is_never_learned():
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 14)
+    image = Image.new("L", (600, 40), 255)
+    draw = ImageDraw.Draw(image)
+    text = "Will it fit a grid of cells in any way at all"
+    draw.text((10, 10), text, font=font, fill=0)
+    gray = np.asarray(image)
+    words, x = [], 10
+    for word in text.split():
+        width = draw.textlength(word, font=font)
+        words.append(Reading(word, (int(x), 10, int(x + width) + 1, 27)))
+        x += draw.textlength(word + " ", font=font)
+    table = GlyphTable(ocr_engine.MARGIN)
+    assert not table.learn(gray, line_boxes(gray)[0], words)
+    assert len(table) == 0
+
+
+def test_a_reading_with_the_wrong_number_of_characters_teaches_nothing(font8x13):
+    table = GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(["hello world"], font8x13)
+    hello, world = truth[0]
+    assert not table.learn(gray, line_boxes(gray)[0], [Reading("helo", hello.box), world])
+    assert not table.learn(gray, line_boxes(gray)[0], [Reading("hello", hello.box)])   # 'world' unread
+    assert table.learn(gray, line_boxes(gray)[0], [hello, world])
+
+
+def test_a_shape_read_two_ways_waits_for_a_clear_majority(font8x13):
+    table = GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(["main.py main.py"] * 6, font8x13)
+    box = line_boxes(gray)[0]
+    misread = [Reading("main,py", w.box) for w in truth[0]]     # the dot read as a comma
+    table.learn(gray, box, misread)
+    assert spelled(table, gray, 1) == ["main,py", "main,py"]     # two votes, no dissent
+    table.learn(gray, box, truth[0])
+    assert spelled(table, gray, 1) is None                      # 2 to 2: undecided
+    for _ in range(4):
+        table.learn(gray, box, truth[0])
+    assert spelled(table, gray, 1) == ["main.py", "main.py"]     # 10 to 2
+
+
+def test_a_bar_above_or_on_the_baseline_is_placed_by_its_neighbours():
+    """'-' and '_' drawn as the same bar at two heights: one shape, two readings; the rest
+    of the line fixes the baseline and so which one it is; so do bars at two heights; bars
+    at one height alone could be either, and are refused."""
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", 13)
+    table = GlyphTable(ocr_engine.MARGIN)
+
+    def draw_line(cells):
+        image = Image.new("L", (400, 30), 255)
+        draw = ImageDraw.Draw(image)
+        readings = []
+        for i, c in enumerate(cells):
+            x = 10 + 9 * i
+            if c in "-_":
+                y = 17 if c == "-" else 22          # the same 6x1 bar, mid-line or on the baseline
+                draw.rectangle((x + 1, y, x + 6, y), fill=0)
+            elif c != " ":
+                draw.text((x, 8), c, font=font, fill=0)
+        col = 0
+        for word in cells.split(" "):
+            if word:
+                readings.append(Reading(word, (10 + 9 * col, 8, 10 + 9 * (col + len(word)), 25)))
+            col += len(word) + 1
+        # The box of the cells (line finding sees no line in bars alone).
+        return np.asarray(image), (10, 8, 10 + 9 * len(cells), 25), readings
+
+    for text in ("ab-cd ab_cd", "cd_ab cd-ab", "ab-cd ab_cd"):
+        gray, box, readings = draw_line(text)
+        assert table.learn(gray, box, readings)
+    for text in ("cd-cd", "ab_ab", "dc_ba-ab", "--- ___"):
+        gray, box, _ = draw_line(text)
+        assert [t for t, _, _ in table.decode(gray, box)] == text.split()
+    for text in ("---", "___"):
+        gray, box, _ = draw_line(text)
+        assert table.decode(gray, box) is None
+
+
+def test_tesseract_teaches_the_table_on_a_terminal_screen(font8x13):
+    """Real Tesseract on a screenful of an xterm in 8x13: later lines are spelled from what
+    it read in earlier ones, and the words come out at least as right as Tesseract's own."""
+    lines = [f"{name} {size} user staff Mar {day} {name}.log done"
+             for name, size, day in [("alpha", 4096, 11), ("beta", 512, 12), ("gamma", 1830, 13),
+                                     ("delta", 9216, 14), ("alpha", 2048, 15), ("beta", 4096, 16),
+                                     ("gamma", 512, 17), ("delta", 1830, 18), ("alpha", 9216, 19),
+                                     ("beta", 2048, 21), ("gamma", 4096, 22), ("delta", 512, 23)]]
+    gray, truth = terminal(lines, font8x13)
+    expected = collections.Counter(w.text for words in truth for w in words)
+
+    def recall(reader):
+        got = collections.Counter(w.text for w in ocr_engine.read_screen(reader, gray))
+        return sum((expected & got).values()) / sum(expected.values())
+
+    with_table = ocr_engine.LineReader()
+    assert recall(with_table) >= recall(ocr_engine.LineReader(glyph_table=False))
+    assert with_table.glyphs.learned >= 2
+    assert with_table.glyphs.decoded >= len(lines) // 3

@@ -1,0 +1,316 @@
+"""Terminal text without Tesseract: a table of monospace glyphs learned from its readings.
+
+Most text on a working desktop is in terminals, where every character is drawn in a cell
+of one fixed width, pixel for pixel the same wherever it appears. Tesseract's LSTM costs
+about 0.4 ms per character (93 % of the OCR time), so once it has read a line of a
+terminal, the glyphs of that line are worth keeping: a later line made only of known
+glyphs is spelled out by table lookups in well under a millisecond.
+
+    table = GlyphTable()
+    words = table.decode(gray, box)      # [(text, box, conf)], or None: ask Tesseract
+    table.learn(gray, box, words)        # after Tesseract read the line
+
+Learning is strict and decoding refuses anything uncertain, because a wrong table would
+repeat its mistake everywhere:
+  * a line is learned only if one cell width and phase split it so that every word
+    Tesseract read covers exactly as many cells as it has characters and no ink is left
+    over; every split that fits must give the same glyphs;
+  * a glyph is keyed by its exact shape (the cell's non-background pixels, trimmed), so
+    it does not depend on colour, on where the cell starts, or on the line's height;
+  * where it sits against the baseline is kept with it, which tells '-' from '_' and
+    ',' from "'"; a decoded line must agree on one baseline;
+  * a shape read as two different characters is used only when one reading has clearly
+    won the vote; a decode that fits more than one cell phase with different text is
+    refused.
+Proportional text never fits a cell grid, so it is always read by Tesseract.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_PITCH, MAX_PITCH = 4, 40   # cell widths (px) of terminal fonts worth a table
+LEARN_MIN_CONF = 80.0          # Tesseract's word confidence needed to learn its glyphs
+MAX_SHAPES = 20000             # shapes kept (a few fonts of ~100 glyphs each need ~1000)
+MIN_VOTES = 2                  # readings a shape needs before it is used
+MAJORITY_VOTES, MAJORITY_SHARE = 3, 0.75   # how a shape read two ways is settled
+INK_CONTRAST = 24              # grey levels from the background that count as ink
+CURSOR_FILL = 0.9              # a cell this full over the line's height is a block cursor
+# Characters that stand on the baseline in every terminal font: the lowest ink of a
+# learned line's cells holding them is its baseline.
+ON_BASELINE = set("abcdefhiklmnorstuvwxzABCDEFGHIKLMNOPRSTUVWXYZ0123456789")
+
+
+@dataclass
+class _Reading:
+    char: str
+    top: int          # rows from the baseline to the shape's top (negative: above it)
+    votes: int = 0
+    conf_sum: float = 0.0
+
+
+class GlyphTable:
+    """Glyph shapes of monospace text, learned from Tesseract's readings of lines."""
+
+    def __init__(self, margin: int, max_shapes: int = MAX_SHAPES):
+        self.margin = margin             # background columns and rows kept around a line box
+        self.max_shapes = max_shapes
+        self._shapes: dict[bytes, list[_Reading]] = {}
+        self._trusted: dict[bytes, list[_Reading] | None] = {}   # _readings, worked out once per vote
+        self._pitches: collections.Counter[int] = collections.Counter()
+        self.decoded = self.refused = self.learned = 0
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+    # -- learning --------------------------------------------------------------------------
+    def learn(self, gray: np.ndarray, box: tuple[int, int, int, int], words) -> bool:
+        """Take the glyphs of a line Tesseract read (`words`: objects with .text, .box in
+        screen coordinates and .conf). Returns whether the line was learned."""
+        words = [w for w in words if w.text]
+        if not words:
+            return False
+        line = _Line.of(gray, box, self.margin)
+        if line is None:
+            return False
+        spans = []     # each word's ink columns [a, b), line-relative
+        for w in words:
+            start = max(w.box[0] - line.x0 - 1, 0)
+            cols = np.flatnonzero(line.ink_cols[start:max(w.box[2] - line.x0 + 1, 0)])
+            if cols.size == 0:
+                return False
+            spans.append((start + int(cols[0]), start + int(cols[-1]) + 1, w))
+        covered = np.zeros(line.width, bool)
+        for a, b, _ in spans:
+            covered[a:b] = True
+        if (line.ink_cols & ~covered).any():
+            return False    # ink that no word accounts for: an icon, a masked frame, a cursor
+        fits = []
+        for p, phase in _fitting_grids([(a, b, w.text) for a, b, w in spans], line.width):
+            cells = line.cells(p, phase)
+            if cells is None:
+                continue
+            first = -1 if phase > 0 else 0     # the index of cells[0] (see _Line.cells)
+            found = [(cells[(a - phase) // p - first + i], ch, w.conf)
+                     for a, b, w in spans for i, ch in enumerate(w.text)]
+            if all(c is not None for c, _, _ in found):
+                fits.append((p, found))
+        if not fits or any(p != fits[0][0] or [c.shape for c, _, _ in found] != [c.shape for c, _, _ in fits[0][1]]
+                           for p, found in fits[1:]):
+            return False    # no split fits, or two fit and disagree
+        pitch, found = fits[0]
+        bottoms = collections.Counter(c.bottom for c, ch, _ in found if ch in ON_BASELINE)
+        if not bottoms or bottoms.most_common(1)[0][1] < 2:
+            return False
+        baseline = bottoms.most_common(1)[0][0]
+        for cell, ch, conf in found:
+            if conf >= LEARN_MIN_CONF:
+                self._vote(cell.shape, ch, cell.top - baseline, conf)
+        self._pitches[pitch] += 1
+        self.learned += 1
+        return True
+
+    def _vote(self, shape: bytes, char: str, top: int, conf: float) -> None:
+        self._trusted.pop(shape, None)
+        readings = self._shapes.get(shape)
+        if readings is None:
+            if len(self._shapes) >= self.max_shapes:
+                oldest = next(iter(self._shapes))
+                del self._shapes[oldest]
+                self._trusted.pop(oldest, None)
+            readings = self._shapes[shape] = []
+        for r in readings:
+            if r.char == char and r.top == top:
+                break
+        else:
+            r = _Reading(char, top)
+            readings.append(r)
+        r.votes += 1
+        r.conf_sum += conf
+
+    def _readings(self, shape: bytes) -> list[_Reading] | None:
+        """The readings of a shape that can be trusted: one per position against the
+        baseline, settled by vote when Tesseract read it more than one way."""
+        if shape in self._trusted:
+            return self._trusted[shape]
+        readings = self._shapes.get(shape)
+        if not readings:
+            return None
+        by_top: dict[int, list[_Reading]] = collections.defaultdict(list)
+        for r in readings:
+            by_top[r.top].append(r)
+        out = []
+        for rs in by_top.values():
+            best = max(rs, key=lambda r: r.votes)
+            total = sum(r.votes for r in rs)
+            if best.votes >= MIN_VOTES and (len(rs) == 1 or (best.votes >= MAJORITY_VOTES
+                                                             and best.votes >= MAJORITY_SHARE * total)):
+                out.append(best)
+        self._trusted[shape] = out or None
+        return out or None
+
+    # -- decoding --------------------------------------------------------------------------
+    def decode(self, gray: np.ndarray, box: tuple[int, int, int, int]):
+        """The words (text, box in screen coordinates, confidence) of a line spelled from
+        known glyphs, or None when a cell is unknown or the line fits in two ways."""
+        if not self._pitches:
+            return None
+        line = _Line.of(gray, box, self.margin)
+        if line is None:
+            return None
+        answers = []
+        for p, _ in self._pitches.most_common():
+            for phase in range(p):
+                spelled = self._spell(line, p, phase)
+                if spelled is not None and all(spelled[0] != a[0] for a in answers):
+                    answers.append(spelled)
+        if len(answers) != 1:
+            if answers:
+                self.refused += 1
+            return None
+        _, words = answers[0]
+        self.decoded += 1
+        return [(text, (line.x0 + a, line.y0 + t, line.x0 + b, line.y0 + btm), conf)
+                for text, (a, t, b, btm), conf in words]
+
+    def _spell(self, line: "_Line", p: int, phase: int):
+        cells = line.iter_cells(p, phase)
+        if cells is None:
+            return None
+        options = []
+        for cell in cells:     # one at a time: most phases and pitches miss at once
+            if cell is None:     # blank (or a block cursor): a space
+                options.append(None)
+                continue
+            readings = self._readings(cell.shape)
+            if readings is None:
+                return None
+            options.append((cell, readings))
+        if all(o is None for o in options):
+            return None
+        # One baseline for the whole line; a shape that sits in two places against it
+        # ('-' and '_' can be the same bar) is placed by the others.
+        baselines = None
+        for o in options:
+            if o is not None:
+                here = {o[0].top - r.top for r in o[1]}
+                baselines = here if baselines is None else baselines & here
+                if not baselines:
+                    return None
+        if len(baselines) != 1:
+            return None
+        baseline = baselines.pop()
+        words, text, ink, confs = [], [], None, []
+        for o in options + [None]:
+            if o is None:
+                if text:
+                    words.append(("".join(text), ink, min(confs)))
+                text, ink, confs = [], None, []
+                continue
+            cell, readings = o
+            r = next(r for r in readings if cell.top - r.top == baseline)
+            text.append(r.char)
+            confs.append(r.conf_sum / r.votes)
+            b = (cell.x0, cell.top, cell.x1, cell.bottom + 1)
+            ink = b if ink is None else (min(ink[0], b[0]), min(ink[1], b[1]), max(ink[2], b[2]), max(ink[3], b[3]))
+        return "\n".join(w[0] for w in words), words
+
+
+@dataclass
+class _Cell:
+    shape: bytes      # the trimmed non-background mask, with its size
+    x0: int           # ink columns [x0, x1) and rows [top, bottom], line-relative
+    x1: int
+    top: int
+    bottom: int
+
+
+class _Line:
+    """A line box's pixels split into what is background and what is not."""
+
+    def __init__(self, ink: np.ndarray, x0: int, y0: int):
+        self.ink, self.x0, self.y0 = ink, x0, y0
+        self.width = ink.shape[1]
+        self.ink_cols = ink.any(axis=0)
+
+    @classmethod
+    def of(cls, gray: np.ndarray, box: tuple[int, int, int, int], margin: int) -> "_Line | None":
+        x0, y0, x1, y1 = box
+        y0, y1 = max(y0 - margin, 0), min(y1 + margin, gray.shape[0])
+        x0, x1 = max(x0 - margin, 0), min(x1 + margin, gray.shape[1])
+        crop = gray[y0:y1, x0:x1]
+        if crop.size == 0:
+            return None
+        # The commonest grey is the background; a terminal's is one flat colour, and
+        # anything else (a gradient, a picture) gives shapes no table knows.
+        background = int(np.bincount(crop.ravel(), minlength=256).argmax())
+        # Ink is what stands out from it; the faintest edge pixels of anti-aliased glyphs,
+        # which spill into the next cell, do not count.
+        return cls(np.abs(crop.astype(np.int16) - background) > INK_CONTRAST, x0, y0)
+
+    def cells(self, p: int, phase: int) -> list[_Cell | None] | None:
+        cells = self.iter_cells(p, phase)
+        return None if cells is None else list(cells)
+
+    def iter_cells(self, p: int, phase: int):
+        """The line cut into cells of width p, one starting at column `phase` (0 <= phase
+        < p; when phase > 0, cells[0] is the part cell [0, phase)): a _Cell per inked
+        cell, None for a blank one. None if ink touches the line's ends, where a glyph
+        could be cut."""
+        if self.ink_cols[0] or self.ink_cols[-1]:
+            return None
+        # A boundary between two inked columns cuts a glyph: not this phase.
+        bounds = np.arange(phase if phase > 0 else p, self.width, p)
+        if (self.ink_cols[bounds] & self.ink_cols[bounds - 1]).any():
+            return None
+        return self._cells(p, phase)
+
+    def _cells(self, p: int, phase: int):
+        height = self.ink.shape[0]
+        first = phase - p if phase > 0 else 0           # where cells[0] would start
+        count = -(-(self.width - first) // p)
+        # All cells side by side as one (rows, cells, columns) array: their extents come
+        # out of a few whole-array passes instead of numpy calls per cell.
+        grid = np.zeros((height, count * p), bool)
+        grid[:, -first:-first + self.width] = self.ink
+        grid = grid.reshape(height, count, p)
+        columns = grid.any(axis=0)                      # (cells, columns)
+        rows = grid.any(axis=2)                         # (rows, cells)
+        inked = columns.any(axis=1)
+        lefts, rights = columns.argmax(axis=1), p - columns[:, ::-1].argmax(axis=1)
+        tops, bottoms = rows.argmax(axis=0), height - 1 - rows[::-1].argmax(axis=0)
+        for k in range(count):
+            if not inked[k]:
+                yield None
+                continue
+            left, right, top, bottom = int(lefts[k]), int(rights[k]), int(tops[k]), int(bottoms[k])
+            trimmed = grid[top:bottom + 1, k, left:right]
+            if right - left >= 0.8 * p and bottom - top + 1 >= CURSOR_FILL * (height - 4) and \
+                    trimmed.mean() >= CURSOR_FILL:
+                yield None             # a block cursor: the line's mask_cursor does the same
+                continue
+            shape = b"%d,%d:" % trimmed.shape + np.packbits(trimmed).tobytes()
+            x = first + k * p
+            yield _Cell(shape, x + left, x + right, top, bottom)
+
+
+def _fitting_grids(spans: list[tuple[int, int, str]], width: int):
+    """(pitch, phase) pairs under which each word's ink [a, b) lies in exactly as many
+    consecutive cells as it has characters, and words do not share a cell."""
+    longest = max(spans, key=lambda s: len(s[2]))
+    n, ink_width = len(longest[2]), longest[1] - longest[0]
+    for p in range(MIN_PITCH, MAX_PITCH + 1):
+        # n cells hold the word's ink, so it is at most n*p wide and more than (n-2)*p.
+        if not (ink_width <= n * p and ink_width > (n - 2) * p):
+            continue
+        for phase in range(p):
+            last_cell = None
+            for a, b, text in spans:
+                first, final = (a - phase) // p, (b - 1 - phase) // p
+                if final - first + 1 != len(text) or (last_cell is not None and first <= last_cell):
+                    break
+                last_cell = final
+            else:
+                yield p, phase
