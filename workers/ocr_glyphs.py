@@ -19,9 +19,10 @@ repeat its mistake everywhere:
     it does not depend on colour, on where the cell starts, or on the line's height;
   * where it sits against the baseline is kept with it, which tells '-' from '_' and
     ',' from "'"; a decoded line must agree on one baseline;
-  * a shape read as two different characters is used only when one reading has clearly
-    won the vote; a decode that fits more than one cell phase with different text is
-    refused.
+  * a shape is used once Tesseract has read it the same way twice (one misreading alone
+    is not repeated); one read as two different characters only when one reading has
+    clearly won the vote; a decode that fits more than one cell phase with different
+    text is refused.
 Proportional text never fits a cell grid, so it is always read by Tesseract.
 """
 from __future__ import annotations
