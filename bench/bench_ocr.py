@@ -2,8 +2,11 @@
 
     .venv/bin/python bench/bench_ocr.py [--runs 5]
 
-Prints per screen: line finding, cold OCR (empty cache), unchanged frame (warm cache),
-word recall and located-correct (workers/ocr_scoring.py); and the typing_f1 -> typing_f2 step (one typed line) with a warm cache.
+Prints per screen: line finding; cold OCR (empty line cache) with a new glyph table (nothing
+learned), with the glyph table of an earlier read of the screen (its terminal fonts known)
+and with no glyph table (Tesseract for every line), side by side; unchanged frame (warm
+cache); word recall and located-correct (workers/ocr_scoring.py); and the typing_f1 ->
+typing_f2 step (one typed line) with a warm cache.
 The service figures (broker + 1 vs 2 worker processes, live desktop, typed line, unchanged
 frame, RSS) are in bench/bench_ocr_live.py.
 """
@@ -23,6 +26,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from workers import ocr_engine, ocr_scoring  # noqa: E402
+from workers.ocr_glyphs import GlyphTable  # noqa: E402
 
 SAMPLES = os.path.join(ROOT, "..", "shared", "ocr-samples")
 
@@ -47,17 +51,31 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     reader = ocr_engine.LineReader()
+    tesseract_only = ocr_engine.LineReader(glyph_table=False)
+
+    def cold_new_table():
+        reader.glyphs = GlyphTable(ocr_engine.MARGIN)
+        ocr_engine.read_screen(reader, gray, ocr_engine.LineCache())
+
     print(f"# vncmcp OCR benchmark, 1 process, tesserocr {__import__('tesserocr').tesseract_version().split()[1]}")
+    print("cold: new glyph table / fonts known / no glyph table (ratio new:none)")
     for name in ("desk_mixed", "synth_ui", "typing_f1", "typing_f2"):
         gray, truth = load(name)
         lines_ms = median_ms(lambda: ocr_engine.find_text_lines(gray), args.runs)
-        cold_ms = median_ms(lambda: ocr_engine.read_screen(reader, gray, ocr_engine.LineCache()), max(3, args.runs // 2))
+        cold_runs = max(3, args.runs // 2)
+        none_ms, cold_ms, known_ms = [], [], []
+        for _ in range(cold_runs):   # alternated, so that the machine's drift hits all three alike
+            none_ms.append(median_ms(lambda: ocr_engine.read_screen(tesseract_only, gray, ocr_engine.LineCache()), 1))
+            cold_ms.append(median_ms(cold_new_table, 1))
+            known_ms.append(median_ms(lambda: ocr_engine.read_screen(reader, gray, ocr_engine.LineCache()), 1))
+        none_ms, cold_ms, known_ms = (statistics.median(v) for v in (none_ms, cold_ms, known_ms))
         cache = ocr_engine.LineCache()
         words = ocr_engine.read_screen(reader, gray, cache)
         warm_ms = median_ms(lambda: ocr_engine.read_screen(reader, gray, cache), args.runs)
         recall = ocr_scoring.recall((w["text"] for w in truth), (w.text for w in words))
         located = ocr_scoring.located_correct(truth, [(w.text, w.box) for w in words])
-        print(f"{name:<11} lines {lines_ms:6.1f} ms  cold {cold_ms:7.1f} ms  unchanged {warm_ms:6.1f} ms  "
+        print(f"{name:<11} lines {lines_ms:6.1f} ms  cold {cold_ms:6.0f} / {known_ms:6.0f} / {none_ms:6.0f} ms "
+              f"({cold_ms / none_ms:.2f})  unchanged {warm_ms:6.1f} ms  "
               f"recall {recall:.3f}  located-correct {located:.3f}  "
               f"({len(ocr_engine.find_text_lines(gray))} lines)")
     # A worst case for the frame painter: a stipple joined to the edges of a frame.

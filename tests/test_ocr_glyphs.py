@@ -194,3 +194,32 @@ def test_tesseract_teaches_the_table_on_a_terminal_screen(font8x13):
     assert recall(with_table) >= recall(ocr_engine.LineReader(glyph_table=False))
     assert with_table.glyphs.learned >= 2
     assert with_table.glyphs.decoded >= len(lines) // 3
+
+
+def test_anti_aliased_glyphs_that_spill_into_the_next_cell_are_learned():
+    """DejaVu Sans Mono drawn cell by cell as xterm draws an Xft font (9 px cells: its
+    8.4 px advance rounded up): the faint edge of a 'w' or an 'm' reaches into its
+    neighbours' cells, which must not stop the split."""
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", 14)
+
+    def draw_lines(lines):
+        image = Image.new("L", (400, 20 * len(lines) + 20), 30)
+        draw = ImageDraw.Draw(image)
+        truth = []
+        for row, text in enumerate(lines):
+            y = 10 + 20 * row
+            for i, c in enumerate(text):
+                draw.text((10 + 9 * i, y), c, font=font, fill=230)
+            words, col = [], 0
+            for word in text.split(" "):
+                if word:
+                    words.append(Reading(word, (10 + 9 * col, y, 10 + 9 * (col + len(word)), y + 17)))
+                col += len(word) + 1
+            truth.append(words)
+        return np.asarray(image), truth
+
+    gray, truth = draw_lines(["drwxr-xr-x www mmm", "-rw-r--r-- wmw rwx", "drwxr-xr-x www mmm"])
+    table = GlyphTable(ocr_engine.MARGIN)
+    assert all(teach(table, gray, truth))
+    new, _ = draw_lines(["mmm rwx -rw-r--r--"])
+    assert spelled(table, new, 0) == ["mmm", "rwx", "-rw-r--r--"]

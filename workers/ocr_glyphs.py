@@ -231,8 +231,8 @@ class _Cell:
 class _Line:
     """A line box's pixels split into what is background and what is not."""
 
-    def __init__(self, ink: np.ndarray, x0: int, y0: int):
-        self.ink, self.x0, self.y0 = ink, x0, y0
+    def __init__(self, ink: np.ndarray, faint: np.ndarray, x0: int, y0: int):
+        self.ink, self.faint, self.x0, self.y0 = ink, faint, x0, y0
         self.width = ink.shape[1]
         self.ink_cols = ink.any(axis=0)
 
@@ -250,9 +250,13 @@ class _Line:
         # The commonest grey is the background; a terminal's is one flat colour, and
         # anything else (a gradient, a picture) gives shapes no table knows.
         background = int(np.bincount(crop.ravel(), minlength=256).argmax())
-        # Ink is what stands out from it; the faintest edge pixels of anti-aliased glyphs,
-        # which spill into the next cell, do not count.
-        return cls(np.abs(crop.astype(np.int16) - background) > INK_CONTRAST, x0, y0)
+        # Ink is what stands out from it by more than half the strongest contrast: the
+        # edge pixels of anti-aliased glyphs, which spill into the next cell ('w' in
+        # DejaVu Sans Mono), do not count.
+        # A glyph's shape keeps its faint pixels too, inside that box: without them a
+        # small 'l' whose serif is faint is an 'L'.
+        contrast = np.abs(crop.astype(np.int16) - background)
+        return cls(contrast > max(INK_CONTRAST, int(contrast.max()) // 2), contrast > INK_CONTRAST, x0, y0)
 
     def cells(self, p: int, phase: int) -> list[_Cell | None] | None:
         cells = self.iter_cells(p, phase)
@@ -277,9 +281,10 @@ class _Line:
         count = -(-(self.width - first) // p)
         # All cells side by side as one (rows, cells, columns) array: their extents come
         # out of a few whole-array passes instead of numpy calls per cell.
-        grid = np.zeros((height, count * p), bool)
-        grid[:, -first:-first + self.width] = self.ink
-        grid = grid.reshape(height, count, p)
+        grid = np.zeros((2, height, count * p), bool)
+        grid[0, :, -first:-first + self.width] = self.ink
+        grid[1, :, -first:-first + self.width] = self.faint
+        grid, faint = grid.reshape(2, height, count, p)
         columns = grid.any(axis=0)                      # (cells, columns)
         rows = grid.any(axis=2)                         # (rows, cells)
         inked = columns.any(axis=1)
@@ -295,7 +300,8 @@ class _Line:
                     trimmed.mean() >= CURSOR_FILL:
                 yield None             # a block cursor: the line's mask_cursor does the same
                 continue
-            shape = b"%d,%d:" % trimmed.shape + np.packbits(trimmed).tobytes()
+            shape = b"%d,%d:" % trimmed.shape + np.packbits(trimmed).tobytes() + \
+                np.packbits(faint[top:bottom + 1, k, left:right]).tobytes()
             x = first + k * p
             yield _Cell(shape, x + left, x + right, top, bottom)
 
