@@ -34,6 +34,7 @@ import numpy as np
 
 MIN_PITCH, MAX_PITCH = 4, 40   # cell widths (px) of terminal fonts worth a table
 LEARN_MIN_CONF = 80.0          # Tesseract's word confidence needed to learn its glyphs
+MIN_LEARN_CHARS = 8            # characters a line needs to be learned from
 MAX_SHAPES = 20000             # shapes kept (a few fonts of ~100 glyphs each need ~1000)
 MIN_VOTES = 2                  # readings a shape needs before it is used
 MAJORITY_VOTES, MAJORITY_SHARE = 3, 0.75   # how a shape read two ways is settled
@@ -71,8 +72,8 @@ class GlyphTable:
         """Take the glyphs of a line Tesseract read (`words`: objects with .text, .box in
         screen coordinates and .conf). Returns whether the line was learned."""
         words = [w for w in words if w.text]
-        if not words:
-            return False
+        if sum(len(w.text) for w in words) < MIN_LEARN_CHARS:
+            return False    # a few glyphs of proportional text can fit a grid by chance
         line = _Line.of(gray, box, self.margin)
         if line is None:
             return False
@@ -308,7 +309,9 @@ class _Line:
 
 def _fitting_grids(spans: list[tuple[int, int, str]], width: int):
     """(pitch, phase) pairs under which each word's ink [a, b) lies in exactly as many
-    consecutive cells as it has characters, and words do not share a cell."""
+    consecutive cells as it has characters, with at least one blank cell (a space)
+    between words, as in a terminal. Proportional text has spaces narrower than a
+    character, so "Inbox (12)" does not fit and is not spelled "Inbox(12)" later."""
     longest = max(spans, key=lambda s: len(s[2]))
     n, ink_width = len(longest[2]), longest[1] - longest[0]
     for p in range(MIN_PITCH, MAX_PITCH + 1):
@@ -319,7 +322,7 @@ def _fitting_grids(spans: list[tuple[int, int, str]], width: int):
             last_cell = None
             for a, b, text in spans:
                 first, final = (a - phase) // p, (b - 1 - phase) // p
-                if final - first + 1 != len(text) or (last_cell is not None and first <= last_cell):
+                if final - first + 1 != len(text) or (last_cell is not None and first <= last_cell + 1):
                     break
                 last_cell = final
             else:
