@@ -5,9 +5,11 @@
 Prints, with 1 and with 2 workers side by side:
   - cold full frame (empty cache) on the sample screens (../shared/ocr-samples) and on a live
     1920x1080 Xvnc desktop full of xterms, fed through the broker as `ocr_image` jobs:
-    median wall time and word recall (bag of words against the known text), once with
-    new worker processes before each run (nothing learned: the target's case) and once
-    with workers that read the screen before (the glyphs of its terminal fonts known);
+    median wall time and word recall (bag of words against the known text), once with a
+    new broker and new worker processes before each run (nothing learned: the target's
+    case; a broker passes on what its workers learned, so new workers alone would not do)
+    and once with workers that read the screen before (the glyphs of its terminal fonts
+    known);
 and with 2 workers:
   - one typed character: from the VNC worker publishing the damage to a store update
     received by a subscriber (median), and the broker's own damage -> store figure;
@@ -130,28 +132,31 @@ async def wait_idle(client: OcrClient, quiet: float = 0.5, timeout: float = 60.0
     raise RuntimeError("the OCR pool did not go idle")
 
 
-async def fresh_workers(service: "Service", client: OcrClient, workers: list) -> list:
-    """The OCR workers replaced by new processes: nothing learned (their glyph tables,
-    workers/ocr_glyphs.py, start empty), as after a restart."""
-    for proc in workers:
-        proc.terminate()
-    for proc in workers:
-        proc.wait(timeout=10)
-    new = [service.start("ocr-worker") for _ in workers]
-    pids = {proc.pid for proc in new}
+async def fresh_pool(service: "Service", client: OcrClient, count: int) -> None:
+    """A new broker and `count` new OCR workers in `service`, which has no desktop of its
+    own: nothing learned anywhere (the workers' glyph tables, workers/ocr_glyphs.py, and
+    the broker's relay of them start empty), as after a restart of the whole service."""
+    service.stop()
+    service.procs = []
+    broker = service.start("broker")
+    pids = {service.start("ocr-worker").pid for _ in range(count)}
     deadline = time.monotonic() + 60
-    while {w["pid"] for w in (await client.status())["workers"]} != pids:
+    while True:
+        try:
+            status = await client.status()
+            if status["pid"] == broker.pid and {w["pid"] for w in status["workers"]} == pids:
+                return
+        except wire.WireError:
+            pass
         if time.monotonic() > deadline:
-            raise RuntimeError("the new OCR workers did not come up")
+            raise RuntimeError("the new broker and OCR workers did not come up")
         await asyncio.sleep(0.1)
-    await wait_idle(client)
-    return new
 
 
 async def cold(client: OcrClient, gray: np.ndarray, runs: int, restart=None) -> tuple[float, list[tuple[str, list]]]:
     """Median time of a full frame with the broker's line cache bypassed. With `restart`
-    (an async function), the workers are new before each run; without, they have read
-    this very screen before, so its fonts are known to their glyph tables."""
+    (an async function), the broker and workers are new before each run; without, they
+    have read this very screen before, so its fonts are known to their glyph tables."""
     times, words = [], []
     for _ in range(runs):
         if restart is not None:
@@ -240,8 +245,13 @@ async def amain(args) -> None:
     desktop.xterm(geometry="30x1+0+1050", font="9x15",
                   command=["sh", "-c", "while :; do printf '\\rthe same line again'; sleep 0.1; done"])
     service = Service(desktop.port)
+    # Cold frames are timed in a service of their own, a broker and workers without a
+    # desktop that are started anew before each run: the desktop's service reads the
+    # live screen by itself and would teach its workers the fonts.
+    pool = Service(desktop.port)
     ctx = zmq.asyncio.Context()
     client = OcrClient(ctx, service.runtime_dir)
+    pool_client = OcrClient(ctx, pool.runtime_dir)
     samples = load_samples()
     table: dict[str, dict[int, tuple[float, float]]] = collections.defaultdict(dict)
     known: dict[str, dict[int, tuple[float, float]]] = collections.defaultdict(dict)
@@ -249,35 +259,34 @@ async def amain(args) -> None:
     try:
         service.start("vnc-worker")
         service.start("broker")
-        workers = [service.start("ocr-worker")]
-        await wait_workers(client, 1)
+        for _ in range(2):
+            service.start("ocr-worker")
+        await wait_workers(client, 2)
         await asyncio.sleep(2.0)   # let the xterms draw (the broker's first pass: wait_idle)
         vnc = wire.Requester(ctx, wire.vnc_endpoints(service.runtime_dir, "default")[1])
         header, buffers = await vnc.request(b"snapshot")
         from workers import ocr_engine
         live = ocr_engine.to_gray(np.frombuffer(buffers[0], np.uint8).reshape(header["h"], header["w"], 4))
         vnc.close()
+        await wait_idle(client)
         for count in (1, 2):
-            if count == 2:
-                workers.append(service.start("ocr-worker"))
-                await wait_workers(client, 2)
-            await wait_idle(client)
-
             async def restart():
-                workers[:] = await fresh_workers(service, client, workers)
+                await fresh_pool(pool, pool_client, count)
             for name, gray, truth in [(n, g, [t["text"] for t in tr]) for n, (g, tr) in samples.items()] + [
                     ("live 1080p", live, expected)]:
-                seconds, words = await cold(client, gray, args.runs, restart)
+                await wait_idle(client)
+                seconds, words = await cold(pool_client, gray, args.runs, restart)
                 table[name][count] = (seconds, recall(truth, (w for w, _ in words)))
                 if name in samples:
                     located[name] = located_correct(samples[name][1], words)
-                seconds, words = await cold(client, gray, args.runs)
+                seconds, words = await cold(pool_client, gray, args.runs)
                 known[name][count] = (seconds, recall(truth, (w for w, _ in words)))
+        pool.stop()
 
         print(f"# vncmcp OCR service benchmark: broker + N OCR worker processes, {os.cpu_count()} cores, "
               f"median of {args.runs}")
         print(f"{'cold full frame':<16} {'1 worker':>20} {'2 workers':>20}   speed-up  located-correct")
-        print("new workers (nothing learned)")
+        print("new broker and workers (nothing learned)")
         for name, row in table.items():
             one, two = row[1], row[2]
             where = f"{located[name]:.3f}" if located.get(name) is not None else "-"
@@ -315,6 +324,8 @@ async def amain(args) -> None:
         print(f"worker RSS       {', '.join(rss)}; broker {rss_mb(status['pid']):.0f} MB")
     finally:
         client.close()
+        pool_client.close()
+        pool.stop()
         service.stop()
         desktop.stop()
 

@@ -34,20 +34,30 @@ OCR broker, one per service (`broker.jobs`, `broker.ctl`, `broker.pub`):
   Jobs (ROUTER `broker.jobs`; also the `ocr_listen` tcp:// endpoint, always with CURVE).
   OCR workers connect a DEALER; the first frame is the verb (the ROUTER adds the identity).
   Worker -> broker:
-    [b"ready", {pid, host, lang}]     once per connection: the worker is idle and known
+    [b"ready", {pid, host, lang, glyphs_upto?}]
+                                      once per connection: the worker is idle and known
     [b"hb", {busy: job_id | None}]    every WORKER_HEARTBEAT s, busy or not (recognition
                                       runs in its own thread); silence for WORKER_LIVENESS
                                       beats (or the socket's disconnect) means it is gone
-    [b"result", {job_id, ms, lines: [[{text, box, conf}...] one list per job line]}]
-                                      boxes in SCREEN pixels [x0, y0, x1, y1], x1/y1 exclusive
+    [b"result", {job_id, ms, lines: [[{text, box, conf}...] one list per job line], glyphs?}]
+                                      boxes in SCREEN pixels [x0, y0, x1, y1], x1/y1 exclusive;
+                                      glyphs: lines its glyph table learned since its last
+                                      result ([[pitch, [[shape, char, top, conf]...]]...],
+                                      workers/ocr_glyphs.py: take_shared)
     [b"error", {job_id, error}]       the job itself is bad (wrong size, wrong language)
     [b"unavailable", {error}]         "OCR unavailable: ..." (no traineddata, unknown
                                       language); the worker then exits with EXIT_UNAVAILABLE
   Broker -> worker:
     [b"job", {job_id, lines: [[x0,y0,x1,y1]...], origin: [x, y], lang, w, h, channels,
-              test?}, pixels]         pixels: h*w*channels bytes, channels 1 (grey) or 4
+              glyphs?, glyphs_upto?, test?}, pixels]
+                                      pixels: h*w*channels bytes, channels 1 (grey) or 4
                                       (R,G,B,X); line boxes in the crop's own pixels, and
-                                      origin is where the crop's (0, 0) lies on the screen
+                                      origin is where the crop's (0, 0) lies on the screen;
+                                      glyphs: lines the OTHER workers learned, for the
+                                      worker's own table (absorb) before it reads, and
+                                      glyphs_upto the relay's seq so far, which the worker
+                                      gives back in ready so that a reset does not send the
+                                      same lines twice
     [b"hb", {}]                       every WORKER_HEARTBEAT s; a worker that hears nothing
                                       for WORKER_LIVENESS beats reconnects with a new socket
     [b"reset", {}]                    "I do not know you": send ready again

@@ -127,7 +127,7 @@ def run(coro, timeout=120):
 
 async def start_workers(procs: Procs, client: OcrClient, count: int) -> None:
     """Bring the pool back to `count` workers, as the supervisor would after deaths."""
-    status = await client.status()
+    status = await wait_status(client, lambda s: True)     # once the broker answers
     missing = count - len(status["workers"])
     procs.workers += [procs.start("ocr-worker") for _ in range(missing)]
     await wait_status(client, lambda s: len(s["workers"]) >= count)
@@ -211,6 +211,28 @@ async def xterm_crop(runtime_dir: str, ctx) -> tuple[bytes, int, int]:
     header, buffers = await vnc.request(b"crop", {"x": 0, "y": 0, "w": w, "h": h})
     vnc.close()
     return bytes(buffers[0]), w, h
+
+
+def test_what_one_worker_learned_reaches_the_other_and_reads_the_same(service):
+    """The glyph relay between real worker processes: a terminal line one worker read
+    with Tesseract teaches its glyph table, the broker passes that on with the other
+    worker's next job (shapes as msgpack bytes), and reading goes on giving the same text."""
+    async def main():
+        ctx = new_context()
+        client = OcrClient(ctx, service.runtime_dir)
+        await start_workers(service, client, 2)
+        before = (await client.status())["glyph_lines"]
+        pixels, w, h = await xterm_crop(service.runtime_dir, ctx)
+        reads = []
+        for _ in range(4):     # the pool alternates workers (longest idle first)
+            result = await client.ocr_image(pixels, w, h, channels=4, cache=False)
+            reads.append([ln["text"] for ln in result["lines"]])
+        assert any(SHOWN[0] in t for t in reads[0]) and any(SHOWN[1] in t for t in reads[0]), reads[0]
+        assert all(r == reads[0] for r in reads), reads
+        after = (await client.status())["glyph_lines"]
+        assert after["learned"] > before["learned"] and after["relayed"] > before["relayed"], (before, after)
+        client.close()
+    run(main())
 
 
 def test_worker_killed_mid_job_the_result_still_arrives(service):

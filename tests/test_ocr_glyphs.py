@@ -226,3 +226,24 @@ def test_anti_aliased_glyphs_that_spill_into_the_next_cell_are_learned():
     assert all(teach(table, gray, truth))
     new, _ = draw_lines(["mmm rwx -rw-r--r--"])
     assert spelled(table, new, 0) == ["mmm", "rwx", "-rw-r--r--"]
+
+
+def test_what_one_table_learned_teaches_another_through_plain_data(font8x13):
+    """The OCR workers share what their tables learn (the broker relays take_shared()'s
+    records as msgpack): the second table spells what only the first was taught, counts
+    the readings as its own votes, and skips records that are not well formed."""
+    from broker import wire
+    first, second = GlyphTable(ocr_engine.MARGIN), GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(LESSON, font8x13)
+    teach(first, gray, truth)
+    shared = wire.unpack(wire.pack(first.take_shared()))
+    assert len(shared) == len(LESSON) and first.take_shared() == []      # taken once
+    new, _ = terminal(["make status", "test Q"], font8x13)
+    assert spelled(second, new, 0) is None
+    garbage = [None, [3, []], [8, "xyz"], [8, [[b"1,1:x", "ab", 0, 90.0], [1, "a", 0, 90.0]]]]
+    assert second.absorb(garbage + shared[:2]) == 2
+    assert spelled(second, new, 0) is None                   # 'u' read once so far ("user")
+    assert second.absorb(shared[2:]) == len(LESSON) - 2
+    assert spelled(second, new, 0) == ["make", "status"]
+    assert spelled(second, new, 1) is None                   # 'Q' was never read
+    assert second.take_shared() == []                        # what it was taught is not passed on again

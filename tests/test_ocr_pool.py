@@ -64,6 +64,48 @@ def test_least_recently_used_worker_gets_the_job_and_urgent_jobs_go_first():
     run(main())
 
 
+def test_what_a_worker_learned_goes_to_the_other_workers_with_their_next_jobs():
+    """The glyph relay: lines one worker's glyph table learned travel to the others with
+    their next jobs, never back to the worker that learned them; a new worker is sent the
+    backlog, a few lines per job; a worker that says ready again is not sent them twice."""
+    async def main():
+        pool, sent, clock = make_pool()
+        pool.glyphs.per_job = 2
+        ready(pool, b"a")
+        ready(pool, b"b")
+        for _ in range(2):
+            pool.submit(job(clock))
+        (_, first), (_, second) = jobs_sent(sent)
+        pool.on_message("ipc", b"a", wire.W_RESULT, {"job_id": first, "lines": [[]],
+                                                     "glyphs": [[8, ["a1"]], [8, ["a2"]], [8, ["a3"]]]})
+        pool.submit(job(clock))                               # a is idle: it gets it, without its own lines
+        assert sent[-1][0] == b"a" and "glyphs" not in sent[-1][2]
+        pool.on_message("ipc", b"b", wire.W_RESULT, {"job_id": second, "lines": [[]], "glyphs": [[8, ["b1"]]]})
+        pool.submit(job(clock))
+        ident, _, header = sent[-1]
+        assert ident == b"b" and header["glyphs"] == [[8, ["a1"]], [8, ["a2"]]] and header["glyphs_upto"] == 2
+        pool.on_message("ipc", b"b", wire.W_RESULT, {"job_id": header["job_id"], "lines": [[]]})
+        pool.submit(job(clock))
+        ident, _, header = sent[-1]
+        assert ident == b"b" and header["glyphs"] == [[8, ["a3"]]]     # b1 is its own
+        pool.on_message("ipc", b"b", wire.W_RESULT, {"job_id": header["job_id"], "lines": [[]]})
+        # b said ready again (the broker had reset it): it already has everything.
+        pool.on_message("ipc", b"b", wire.W_READY, {"pid": 1, "host": "h", "glyphs_upto": header["glyphs_upto"]})
+        pool.submit(job(clock))
+        assert sent[-1][0] == b"b" and "glyphs" not in sent[-1][2]
+        # A new worker gets all of it, from both, a job at a time.
+        ready(pool, b"c")
+        pool.submit(job(clock))
+        pool.submit(job(clock))
+        c_jobs = [header for ident, verb, header in sent if ident == b"c" and verb == wire.W_JOB]
+        assert [h.get("glyphs") for h in c_jobs] == [[[8, ["a1"]], [8, ["a2"]]]]
+        pool.on_message("ipc", b"c", wire.W_RESULT, {"job_id": c_jobs[0]["job_id"], "lines": [[]]})
+        c_jobs = [header for ident, verb, header in sent if ident == b"c" and verb == wire.W_JOB]
+        assert c_jobs[-1]["glyphs"] == [[8, ["a3"]], [8, ["b1"]]]
+        assert pool.stats()["glyph_lines"] == {"learned": 4, "relayed": 7}
+    run(main())
+
+
 def test_a_silent_worker_has_its_job_requeued_in_front():
     async def main():
         pool, sent, clock = make_pool()

@@ -402,6 +402,11 @@ class LineReader:
             raise OCRUnavailable(f"OCR unavailable: tesseract could not load {lang!r} from {path}: {e}") from None
         self._tesserocr = tesserocr
 
+    def warm_up(self) -> None:
+        """Read one blank line, so that what the first job would load on first use (PIL,
+        tesseract's buffers) is loaded before a worker says it is ready."""
+        self.read_crop(np.full((24, 64), 255, np.uint8))
+
     def read_crop(self, crop: np.ndarray) -> list[tuple[str, tuple[int, int, int, int], float]]:
         """OCR one prepared line crop (grayscale, dark text on light) -> words in crop pixels."""
         from PIL import Image

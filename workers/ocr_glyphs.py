@@ -24,6 +24,10 @@ repeat its mistake everywhere:
     clearly won the vote; a decode that fits more than one cell phase with different
     text is refused.
 Proportional text never fits a cell grid, so it is always read by Tesseract.
+
+What one table learns can be taught to others (the OCR workers of one broker share their
+readings through it): `take_shared()` gives the readings of the lines learned since the
+last call, and `absorb()` counts them in another table as if it had read them itself.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ MIN_PITCH, MAX_PITCH = 4, 40   # cell widths (px) of terminal fonts worth a tabl
 LEARN_MIN_CONF = 80.0          # Tesseract's word confidence needed to learn its glyphs
 MIN_LEARN_CHARS = 8            # characters a line needs to be learned from
 MAX_SHAPES = 20000             # shapes kept (a few fonts of ~100 glyphs each need ~1000)
+SHARED_BACKLOG = 256           # learned lines kept for take_shared() until taken
 MIN_VOTES = 2                  # readings a shape needs before it is used
 MAJORITY_VOTES, MAJORITY_SHARE = 3, 0.75   # how a shape read two ways is settled
 INK_CONTRAST = 24              # grey levels from the background that count as ink
@@ -62,7 +67,9 @@ class GlyphTable:
         self._shapes: dict[bytes, list[_Reading]] = {}
         self._trusted: dict[bytes, list[_Reading] | None] = {}   # _readings, worked out once per vote
         self._pitches: collections.Counter[int] = collections.Counter()
-        self.decoded = self.refused = self.learned = 0
+        # Learned lines, [pitch, [[shape, char, top, conf]...]], for take_shared().
+        self._shared: collections.deque[list] = collections.deque(maxlen=SHARED_BACKLOG)
+        self.decoded = self.refused = self.learned = self.absorbed = 0
 
     def __len__(self) -> int:
         return len(self._shapes)
@@ -107,12 +114,46 @@ class GlyphTable:
         if not bottoms or bottoms.most_common(1)[0][1] < 2:
             return False
         baseline = bottoms.most_common(1)[0][0]
-        for cell, ch, conf in found:
-            if conf >= LEARN_MIN_CONF:
-                self._vote(cell.shape, ch, cell.top - baseline, conf)
-        self._pitches[pitch] += 1
+        votes = [[cell.shape, ch, cell.top - baseline, round(conf, 1)] for cell, ch, conf in found
+                 if conf >= LEARN_MIN_CONF]
+        self._count(pitch, votes)
+        self._shared.append([pitch, votes])
         self.learned += 1
         return True
+
+    def take_shared(self) -> list[list]:
+        """The lines learned since the last call (at most SHARED_BACKLOG), as plain data
+        for absorb() in another table: [[pitch, [[shape, char, top, conf]...]]...]."""
+        out = list(self._shared)
+        self._shared.clear()
+        return out
+
+    def absorb(self, lines) -> int:
+        """Count lines another table learned (take_shared()'s output) as if this one had
+        learned them. Records that are not well formed are skipped. Returns how many
+        were taken."""
+        taken = 0
+        for record in lines if isinstance(lines, (list, tuple)) else ():
+            try:
+                pitch, votes = record
+                if not (isinstance(pitch, int) and MIN_PITCH <= pitch <= MAX_PITCH and isinstance(votes, (list, tuple))):
+                    continue
+                checked = [[bytes(shape), char, int(top), float(conf)] for shape, char, top, conf in votes
+                           if isinstance(shape, bytes) and isinstance(char, str) and len(char) == 1
+                           and isinstance(top, int) and isinstance(conf, (int, float))]
+            except (TypeError, ValueError):
+                continue
+            if not checked:
+                continue
+            self._count(pitch, checked)
+            taken += 1
+        self.absorbed += taken
+        return taken
+
+    def _count(self, pitch: int, votes: list[list]) -> None:
+        for shape, char, top, conf in votes:
+            self._vote(shape, char, top, conf)
+        self._pitches[pitch] += 1
 
     def _vote(self, shape: bytes, char: str, top: int, conf: float) -> None:
         self._trusted.pop(shape, None)

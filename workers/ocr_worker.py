@@ -84,6 +84,7 @@ class OcrWorker:
         self.busy_ms = 0.0
         self.busy: int | None = None        # job_id being recognised
         self.glyphs = None                  # the reader's glyph table, once it exists
+        self.glyphs_upto = 0                # the broker's relay seq of the last lines taken in
         self._stopping = False
         self._connections = 0
         self.beat = Heartbeat(runtime_dir, self.stats, ctx=self.ctx)
@@ -97,6 +98,7 @@ class OcrWorker:
             # lines spelled from learned terminal glyphs instead of read by Tesseract
             figures["lines_spelled"] = self.glyphs.decoded
             figures["glyph_shapes"] = len(self.glyphs)
+            figures["glyph_lines_relayed"] = self.glyphs.absorbed   # learned by other workers
         if self.error:
             figures["error"] = self.error
         return figures
@@ -118,7 +120,10 @@ class OcrWorker:
         sock.send_multipart([verb, wire.pack(body)])
 
     def _ready_body(self) -> dict:
-        return {"pid": os.getpid(), "host": socketlib.gethostname(), "lang": self.lang}
+        body = {"pid": os.getpid(), "host": socketlib.gethostname(), "lang": self.lang}
+        if self.glyphs_upto:
+            body["glyphs_upto"] = self.glyphs_upto
+        return body
 
     def report_unavailable(self, error: str) -> None:
         """Tell the broker and the supervisor why OCR cannot run here, then let them be."""
@@ -153,9 +158,16 @@ class OcrWorker:
                 if test.get("exit") is not None:
                     os._exit(int(test["exit"]))  # a poisoned job: the process dies mid-job
             try:
+                if reader.glyphs is not None:
+                    # What the other workers learned, relayed by the broker (wire.py, "Jobs").
+                    reader.glyphs.absorb(header.get("glyphs") or [])
                 lines = recognise(reader, self.lang, header, pixels)
-                reply = (wire.W_RESULT, {"job_id": header["job_id"], "lines": lines,
-                                         "ms": round((time.perf_counter() - started) * 1000, 1)})
+                body = {"job_id": header["job_id"], "lines": lines,
+                        "ms": round((time.perf_counter() - started) * 1000, 1)}
+                shared = reader.glyphs.take_shared() if reader.glyphs is not None else []
+                if shared:
+                    body["glyphs"] = shared
+                reply = (wire.W_RESULT, body)
             except (JobError, KeyError, TypeError, ValueError) as e:
                 reply = (wire.W_ERROR, {"job_id": header.get("job_id"), "error": f"bad job: {e}"})
             except Exception as e:  # this thread must always answer, or the worker looks hung
@@ -168,6 +180,7 @@ class OcrWorker:
     def run(self) -> int:
         try:
             reader = ocr_engine.LineReader(lang=self.lang)
+            reader.warm_up()
         except ocr_engine.OCRUnavailable as e:
             self.report_unavailable(str(e))
             return wire.EXIT_UNAVAILABLE
@@ -204,6 +217,8 @@ class OcrWorker:
                     if self.busy is not None:
                         self._send(sock, wire.W_ERROR, {"job_id": header.get("job_id"), "error": "worker busy"})
                     else:
+                        if isinstance(header.get("glyphs_upto"), int):
+                            self.glyphs_upto = header["glyphs_upto"]
                         self.busy = header.get("job_id")
                         self.beat.busy_since = time.time()
                         jobs.put((header, parts[2].buffer if len(parts) > 2 else b""))
