@@ -19,10 +19,11 @@ repeat its mistake everywhere:
     it does not depend on colour, on where the cell starts, or on the line's height;
   * where it sits against the baseline is kept with it, which tells '-' from '_' and
     ',' from "'"; a decoded line must agree on one baseline;
-  * a shape is used once Tesseract has read it the same way twice (one misreading alone
-    is not repeated); one read as two different characters only when one reading has
-    clearly won the vote; a decode that fits more than one cell phase with different
-    text is refused.
+  * a shape is used once Tesseract has read it the same way in two different words, or
+    three times in one (one misreading alone is not repeated, nor a word that Tesseract
+    misreads the same way wherever it is); one read as two different characters only
+    when one reading has clearly won the vote; a decode that fits more than one cell
+    phase with different text is refused.
 Proportional text never fits a cell grid, so it is always read by Tesseract.
 
 What one table learns can be taught to others (the OCR workers of one broker share their
@@ -32,7 +33,7 @@ last call, and `absorb()` counts them in another table as if it had read them it
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,7 +42,8 @@ LEARN_MIN_CONF = 80.0          # Tesseract's word confidence needed to learn its
 MIN_LEARN_CHARS = 8            # characters a line needs to be learned from
 MAX_SHAPES = 20000             # shapes kept (a few fonts of ~100 glyphs each need ~1000)
 SHARED_BACKLOG = 256           # learned lines kept for take_shared() until taken
-MIN_VOTES = 2                  # readings a shape needs before it is used
+MIN_VOTES = 2                  # readings a shape needs before it is used, in two
+MIN_VOTES_ONE_WORD = 3         # different words, or this many in the same word
 MAJORITY_VOTES, MAJORITY_SHARE = 3, 0.75   # how a shape read two ways is settled
 INK_CONTRAST = 24              # grey levels from the background that count as ink
 CURSOR_FILL = 0.9              # a cell this full over the line's height is a block cursor
@@ -56,6 +58,7 @@ class _Reading:
     top: int          # rows from the baseline to the shape's top (negative: above it)
     votes: int = 0
     conf_sum: float = 0.0
+    words: set[str] = field(default_factory=set)   # words it was read in (two are enough)
 
 
 class GlyphTable:
@@ -102,7 +105,7 @@ class GlyphTable:
             if cells is None:
                 continue
             first = -1 if phase > 0 else 0     # the index of cells[0] (see _Line.cells)
-            found = [(cells[(a - phase) // p - first + i], ch, w.conf)
+            found = [(cells[(a - phase) // p - first + i], ch, w)
                      for a, b, w in spans for i, ch in enumerate(w.text)]
             if all(c is not None for c, _, _ in found):
                 fits.append((p, found))
@@ -114,8 +117,8 @@ class GlyphTable:
         if not bottoms or bottoms.most_common(1)[0][1] < 2:
             return False
         baseline = bottoms.most_common(1)[0][0]
-        votes = [[cell.shape, ch, cell.top - baseline, round(conf, 1)] for cell, ch, conf in found
-                 if conf >= LEARN_MIN_CONF]
+        votes = [[cell.shape, ch, cell.top - baseline, round(w.conf, 1), w.text] for cell, ch, w in found
+                 if w.conf >= LEARN_MIN_CONF]
         self._count(pitch, votes)
         self._shared.append([pitch, votes])
         self.learned += 1
@@ -123,7 +126,7 @@ class GlyphTable:
 
     def take_shared(self) -> list[list]:
         """The lines learned since the last call (at most SHARED_BACKLOG), as plain data
-        for absorb() in another table: [[pitch, [[shape, char, top, conf]...]]...]."""
+        for absorb() in another table: [[pitch, [[shape, char, top, conf, word]...]]...]."""
         out = list(self._shared)
         self._shared.clear()
         return out
@@ -138,9 +141,9 @@ class GlyphTable:
                 pitch, votes = record
                 if not (isinstance(pitch, int) and MIN_PITCH <= pitch <= MAX_PITCH and isinstance(votes, (list, tuple))):
                     continue
-                checked = [[bytes(shape), char, int(top), float(conf)] for shape, char, top, conf in votes
+                checked = [[shape, char, top, float(conf), word] for shape, char, top, conf, word in votes
                            if isinstance(shape, bytes) and isinstance(char, str) and len(char) == 1
-                           and isinstance(top, int) and isinstance(conf, (int, float))]
+                           and isinstance(top, int) and isinstance(conf, (int, float)) and isinstance(word, str)]
             except (TypeError, ValueError):
                 continue
             if not checked:
@@ -151,11 +154,11 @@ class GlyphTable:
         return taken
 
     def _count(self, pitch: int, votes: list[list]) -> None:
-        for shape, char, top, conf in votes:
-            self._vote(shape, char, top, conf)
+        for shape, char, top, conf, word in votes:
+            self._vote(shape, char, top, conf, word)
         self._pitches[pitch] += 1
 
-    def _vote(self, shape: bytes, char: str, top: int, conf: float) -> None:
+    def _vote(self, shape: bytes, char: str, top: int, conf: float, word: str) -> None:
         self._trusted.pop(shape, None)
         readings = self._shapes.get(shape)
         if readings is None:
@@ -172,10 +175,14 @@ class GlyphTable:
             readings.append(r)
         r.votes += 1
         r.conf_sum += conf
+        if len(r.words) < 2:
+            r.words.add(word)
 
     def _readings(self, shape: bytes) -> list[_Reading] | None:
         """The readings of a shape that can be trusted: one per position against the
-        baseline, settled by vote when Tesseract read it more than one way."""
+        baseline, settled by vote when Tesseract read it more than one way. Two readings
+        must be in different words: Tesseract misreads a word the same way wherever it
+        is (xterm's 10x20 "1,249.99" read "1.249.99" twice made its ',' a '.' for good)."""
         if shape in self._trusted:
             return self._trusted[shape]
         readings = self._shapes.get(shape)
@@ -188,8 +195,8 @@ class GlyphTable:
         for rs in by_top.values():
             best = max(rs, key=lambda r: r.votes)
             total = sum(r.votes for r in rs)
-            if best.votes >= MIN_VOTES and (len(rs) == 1 or (best.votes >= MAJORITY_VOTES
-                                                             and best.votes >= MAJORITY_SHARE * total)):
+            enough = best.votes >= (MIN_VOTES if len(best.words) >= 2 else MIN_VOTES_ONE_WORD)
+            if enough and (len(rs) == 1 or (best.votes >= MAJORITY_VOTES and best.votes >= MAJORITY_SHARE * total)):
                 out.append(best)
         self._trusted[shape] = out or None
         return out or None
