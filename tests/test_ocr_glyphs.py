@@ -264,3 +264,26 @@ def test_what_one_table_learned_teaches_another_through_plain_data(font8x13):
     assert spelled(second, new, 0) == ["make", "status"]
     assert spelled(second, new, 1) is None                   # 'Q' was never read
     assert second.take_shared() == []                        # what it was taught is not passed on again
+
+
+def test_a_wrong_glyph_is_outvoted_by_the_lines_left_to_tesseract_now_and_then(font8x13):
+    """A table taught a misreading ('.' as ',', four times) still leaves one line in
+    RECHECK_EVERY to Tesseract; its right readings win the vote, and the line is spelled
+    right from then on."""
+    from workers import ocr_glyphs
+    table = GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(["main.py main.py"] * 2, font8x13)
+    box = line_boxes(gray)[0]
+    for _ in range(2):
+        table.learn(gray, box, [Reading("main,py", w.box) for w in truth[0]])
+    answers = []
+    for _ in range(ocr_glyphs.RECHECK_EVERY * 8):
+        found = table.decode(gray, box)
+        if found is None:                  # what read_line does: Tesseract reads it, and teaches
+            table.learn(gray, box, truth[0])
+            answers.append(None)
+        else:
+            answers.append(" ".join(t for t, _, _ in found))
+    assert answers[0] == "main,py main,py"
+    assert answers[-1] == "main.py main.py"
+    assert table.rechecked >= 1 and table.decoded > 0.9 * len(answers)

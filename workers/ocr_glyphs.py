@@ -24,6 +24,8 @@ repeat its mistake everywhere:
     misreads the same way wherever it is); one read as two different characters only
     when one reading has clearly won the vote; a decode that fits more than one cell
     phase with different text is refused.
+  * one line in RECHECK_EVERY that the table could spell is read by Tesseract anyway and
+    learned, so that a mistake the table made is outvoted in time.
 Proportional text never fits a cell grid, so it is always read by Tesseract.
 
 What one table learns can be taught to others (the OCR workers of one broker share their
@@ -42,6 +44,7 @@ LEARN_MIN_CONF = 80.0          # Tesseract's word confidence needed to learn its
 MIN_LEARN_CHARS = 8            # characters a line needs to be learned from
 MAX_SHAPES = 20000             # shapes kept (a few fonts of ~100 glyphs each need ~1000)
 SHARED_BACKLOG = 256           # learned lines kept for take_shared() until taken
+RECHECK_EVERY = 25             # one line in this many that could be spelled is read anyway
 MIN_VOTES = 2                  # readings a shape needs before it is used, in two
 MIN_VOTES_ONE_WORD = 3         # different words, or this many in the same word
 MAJORITY_VOTES, MAJORITY_SHARE = 3, 0.75   # how a shape read two ways is settled
@@ -73,6 +76,7 @@ class GlyphTable:
         # Learned lines, [pitch, [[shape, char, top, conf]...]], for take_shared().
         self._shared: collections.deque[list] = collections.deque(maxlen=SHARED_BACKLOG)
         self.decoded = self.refused = self.learned = self.absorbed = 0
+        self.spelled = self.rechecked = 0
 
     def __len__(self) -> int:
         return len(self._shapes)
@@ -221,6 +225,12 @@ class GlyphTable:
                 self.refused += 1
             return None
         _, words = answers[0]
+        self.spelled += 1
+        if self.spelled % RECHECK_EVERY == 0:
+            # Left to Tesseract anyway, whose reading is then learned: a glyph the table
+            # got wrong loses its majority to the right readings and is read again.
+            self.rechecked += 1
+            return None
         self.decoded += 1
         return [(text, (line.x0 + a, line.y0 + t, line.x0 + b, line.y0 + btm), conf)
                 for text, (a, t, b, btm), conf in words]
