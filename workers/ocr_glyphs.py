@@ -19,11 +19,11 @@ repeat its mistake everywhere:
     it does not depend on colour, on where the cell starts, or on the line's height;
   * where it sits against the baseline is kept with it, which tells '-' from '_' and
     ',' from "'"; a decoded line must agree on one baseline;
-  * a shape is used once Tesseract has read it the same way in two different words, or
-    three times in one (one misreading alone is not repeated, nor a word that Tesseract
-    misreads the same way wherever it is); one read as two different characters only
-    when one reading has clearly won the vote; a decode that fits more than one cell
-    phase with different text is refused.
+  * a shape is used once Tesseract has read it the same way twice (one misreading alone
+    is not repeated), and a punctuation mark only if in two different words or three
+    times (Tesseract misreads a word's ',' as '.' the same way wherever it is); one read
+    as two different characters only when one reading has clearly won the vote; a
+    decode that fits more than one cell phase with different text is refused.
   * one line in RECHECK_EVERY that the table could spell is read by Tesseract anyway and
     learned, so that a mistake the table made is outvoted in time.
 Proportional text never fits a cell grid, so it is always read by Tesseract.
@@ -45,8 +45,12 @@ MIN_LEARN_CHARS = 8            # characters a line needs to be learned from
 MAX_SHAPES = 20000             # shapes kept (a few fonts of ~100 glyphs each need ~1000)
 SHARED_BACKLOG = 256           # learned lines kept for take_shared() until taken
 RECHECK_EVERY = 25             # one line in this many that could be spelled is read anyway
-MIN_VOTES = 2                  # readings a shape needs before it is used, in two
-MIN_VOTES_ONE_WORD = 3         # different words, or this many in the same word
+MIN_VOTES = 2                  # readings a shape needs before it is used
+# Marks that Tesseract reads as one another from their context ("1,249.99" as "1.249.99"
+# wherever that word is): their readings must come from two different words, or there
+# must be this many.
+CONTEXT_MARKS = set(".,:;'`\"")
+MIN_VOTES_ONE_WORD = 3
 MAJORITY_VOTES, MAJORITY_SHARE = 3, 0.75   # how a shape read two ways is settled
 INK_CONTRAST = 24              # grey levels from the background that count as ink
 CURSOR_FILL = 0.9              # a cell this full over the line's height is a block cursor
@@ -184,9 +188,10 @@ class GlyphTable:
 
     def _readings(self, shape: bytes) -> list[_Reading] | None:
         """The readings of a shape that can be trusted: one per position against the
-        baseline, settled by vote when Tesseract read it more than one way. Two readings
-        must be in different words: Tesseract misreads a word the same way wherever it
-        is (xterm's 10x20 "1,249.99" read "1.249.99" twice made its ',' a '.' for good)."""
+        baseline, settled by vote when Tesseract read it more than one way. Two readings of
+        a punctuation mark must be in different words: Tesseract misreads a word the same
+        way wherever it is (xterm's 10x20 "1,249.99" read "1.249.99" on two lines made its
+        ',' a '.' for good)."""
         if shape in self._trusted:
             return self._trusted[shape]
         readings = self._shapes.get(shape)
@@ -199,7 +204,8 @@ class GlyphTable:
         for rs in by_top.values():
             best = max(rs, key=lambda r: r.votes)
             total = sum(r.votes for r in rs)
-            enough = best.votes >= (MIN_VOTES if len(best.words) >= 2 else MIN_VOTES_ONE_WORD)
+            one_word = best.char in CONTEXT_MARKS and len(best.words) < 2
+            enough = best.votes >= (MIN_VOTES_ONE_WORD if one_word else MIN_VOTES)
             if enough and (len(rs) == 1 or (best.votes >= MAJORITY_VOTES and best.votes >= MAJORITY_SHARE * total)):
                 out.append(best)
         self._trusted[shape] = out or None
