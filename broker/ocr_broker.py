@@ -215,7 +215,9 @@ class WorkerPool:
             job.attempt_deadline = now + ATTEMPT_BASE + ATTEMPT_PER_LINE * len(job.header.get("lines", ()))
             self.running[job.id] = job
             relay, worker.glyph_cursor = self.glyphs.take_for(worker.ident, worker.glyph_cursor)
-            header = {**job.header, "glyphs": relay, "glyphs_upto": worker.glyph_cursor} if relay else job.header
+            header = {**job.header, "glyphs_upto": worker.glyph_cursor}
+            if relay:
+                header["glyphs"] = relay
             self.send(worker.transport, worker.ident, [wire.W_JOB, wire.pack(header), job.pixels])
 
     # -- workers -----------------------------------------------------------------------

@@ -42,7 +42,7 @@ OCR broker, one per service (`broker.jobs`, `broker.ctl`, `broker.pub`):
     [b"result", {job_id, ms, lines: [[{text, box, conf}...] one list per job line], glyphs?}]
                                       boxes in SCREEN pixels [x0, y0, x1, y1], x1/y1 exclusive;
                                       glyphs: lines its glyph table learned since its last
-                                      result ([[pitch, [[shape, char, top, conf]...]]...],
+                                      result ([[pitch, [[shape, char, top, conf, word]...]]...],
                                       workers/ocr_glyphs.py: take_shared)
     [b"error", {job_id, error}]       the job itself is bad (wrong size, wrong language)
     [b"unavailable", {error}]         "OCR unavailable: ..." (no traineddata, unknown
@@ -54,10 +54,10 @@ OCR broker, one per service (`broker.jobs`, `broker.ctl`, `broker.pub`):
                                       (R,G,B,X); line boxes in the crop's own pixels, and
                                       origin is where the crop's (0, 0) lies on the screen;
                                       glyphs: lines the OTHER workers learned, for the
-                                      worker's own table (absorb) before it reads, and
-                                      glyphs_upto the relay's seq so far, which the worker
-                                      gives back in ready so that a reset does not send the
-                                      same lines twice
+                                      worker's own table (absorb) before it reads;
+                                      glyphs_upto: the relay's seq so far (its own lines
+                                      included), which the worker gives back in ready so
+                                      that a reset or a new socket gets no line twice
     [b"hb", {}]                       every WORKER_HEARTBEAT s; a worker that hears nothing
                                       for WORKER_LIVENESS beats reconnects with a new socket
     [b"reset", {}]                    "I do not know you": send ready again

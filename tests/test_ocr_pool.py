@@ -80,6 +80,7 @@ def test_what_a_worker_learned_goes_to_the_other_workers_with_their_next_jobs():
                                                      "glyphs": [[8, ["a1"]], [8, ["a2"]], [8, ["a3"]]]})
         pool.submit(job(clock))                               # a is idle: it gets it, without its own lines
         assert sent[-1][0] == b"a" and "glyphs" not in sent[-1][2]
+        assert sent[-1][2]["glyphs_upto"] == 3                    # past its own: a new socket skips them
         pool.on_message("ipc", b"b", wire.W_RESULT, {"job_id": second, "lines": [[]], "glyphs": [[8, ["b1"]]]})
         pool.submit(job(clock))
         ident, _, header = sent[-1]

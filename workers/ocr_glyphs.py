@@ -77,10 +77,10 @@ class GlyphTable:
         self._shapes: dict[bytes, list[_Reading]] = {}
         self._trusted: dict[bytes, list[_Reading] | None] = {}   # _readings, worked out once per vote
         self._pitches: collections.Counter[int] = collections.Counter()
-        # Learned lines, [pitch, [[shape, char, top, conf]...]], for take_shared().
+        # Learned lines, [pitch, [[shape, char, top, conf, word]...]], for take_shared().
         self._shared: collections.deque[list] = collections.deque(maxlen=SHARED_BACKLOG)
         self.decoded = self.refused = self.learned = self.absorbed = 0
-        self.spelled = self.rechecked = 0
+        self.spelled = self.rechecked = 0     # lines it could spell; of those, left to Tesseract
 
     def __len__(self) -> int:
         return len(self._shapes)
