@@ -97,7 +97,13 @@ class Worker:
     fd: int | None = None
     job: Job | None = None
     jobs_done: int = 0
-    glyph_cursor: int = 0          # the last GlyphRelay seq it was sent (or sent itself)
+    glyph_cursor: int = 0          # GlyphRelay seq up to which it has been sent the others' lines
+
+    @property
+    def origin(self) -> bytes:
+        """Who learned a relayed line: the process, which keeps its glyph table when its
+        socket (and so its ident) is replaced."""
+        return f"{self.host}:{self.pid}".encode() if self.pid is not None else self.ident
 
 
 class GlyphRelay:
@@ -118,17 +124,17 @@ class GlyphRelay:
             self.seq += 1
             self.lines.append((self.seq, origin, record))
 
-    def take_for(self, ident: bytes, cursor: int) -> tuple[list, int]:
-        """The lines after `cursor` learned by others than `ident` (at most per_job), and
+    def take_for(self, origin: bytes, cursor: int) -> tuple[list, int]:
+        """The lines after `cursor` learned by others than `origin` (at most per_job), and
         the cursor to give next time. A new worker (cursor 0) is sent the whole backlog,
         a job at a time."""
         if cursor >= self.seq or not self.lines:
             return [], self.seq
         start = max(cursor + 1 - self.lines[0][0], 0)
         out = []
-        for seq, origin, record in itertools.islice(self.lines, start, None):
+        for seq, learned_by, record in itertools.islice(self.lines, start, None):
             cursor = seq
-            if origin != ident:
+            if learned_by != origin:
                 out.append(record)
                 if len(out) >= self.per_job:
                     break
@@ -214,7 +220,7 @@ class WorkerPool:
             worker.job, job.worker = job, worker.ident
             job.attempt_deadline = now + ATTEMPT_BASE + ATTEMPT_PER_LINE * len(job.header.get("lines", ()))
             self.running[job.id] = job
-            relay, worker.glyph_cursor = self.glyphs.take_for(worker.ident, worker.glyph_cursor)
+            relay, worker.glyph_cursor = self.glyphs.take_for(worker.origin, worker.glyph_cursor)
             header = {**job.header, "glyphs_upto": worker.glyph_cursor}
             if relay:
                 header["glyphs"] = relay
@@ -270,7 +276,7 @@ class WorkerPool:
                 self.send(transport, ident, [wire.W_RESET, wire.pack({})])
                 return
             if verb == wire.W_RESULT:
-                self.glyphs.add(ident, body.get("glyphs"))
+                self.glyphs.add(worker.origin, body.get("glyphs"))
             if worker.job is not None and worker.job.id == body.get("job_id"):
                 worker.job = None
                 worker.jobs_done += 1

@@ -55,9 +55,10 @@ OCR broker, one per service (`broker.jobs`, `broker.ctl`, `broker.pub`):
                                       origin is where the crop's (0, 0) lies on the screen;
                                       glyphs: lines the OTHER workers learned, for the
                                       worker's own table (absorb) before it reads;
-                                      glyphs_upto: the relay's seq so far (its own lines
-                                      included), which the worker gives back in ready so
-                                      that a reset or a new socket gets no line twice
+                                      glyphs_upto: the relay seq up to which this worker
+                                      has now been sent the others' lines (its own, known by
+                                      host and pid, are never sent), which it gives back in
+                                      ready so that a reset or a new socket gets no line twice
     [b"hb", {}]                       every WORKER_HEARTBEAT s; a worker that hears nothing
                                       for WORKER_LIVENESS beats reconnects with a new socket
     [b"reset", {}]                    "I do not know you": send ready again

@@ -132,30 +132,61 @@ def test_a_shape_read_two_ways_waits_for_a_clear_majority(font8x13):
     gray, truth = terminal(["main.py main.py"] * 6, font8x13)
     box = line_boxes(gray)[0]
     misread = [Reading("main,py", w.box) for w in truth[0]]     # the dot read as a comma
-    table.learn(gray, box, misread)
-    assert spelled(table, gray, 1) is None       # two votes, but one word: it may be misread
-    table.learn(gray, box, misread)               # the same way wherever it is
-    assert spelled(table, gray, 1) == ["main,py", "main,py"]     # four votes, no dissent
     for _ in range(2):
+        table.learn(gray, box, misread)
+    assert spelled(table, gray, 1) is None       # two lines, but one word: it may be misread
+    table.learn(gray, box, misread)               # the same way wherever it is
+    assert spelled(table, gray, 1) == ["main,py", "main,py"]     # three votes, no dissent
+    for _ in range(3):
         table.learn(gray, box, truth[0])
-    assert spelled(table, gray, 1) is None                      # 4 to 4: undecided
-    for _ in range(8):
+    assert spelled(table, gray, 1) is None                      # 3 to 3: undecided
+    for _ in range(7):
         table.learn(gray, box, truth[0])
-    assert spelled(table, gray, 1) == ["main.py", "main.py"]     # 20 to 4
+    assert spelled(table, gray, 1) == ["main.py", "main.py"]     # 10 to 3
+
+
+def test_one_reading_of_a_line_is_one_vote_however_often_its_glyphs_repeat(font8x13):
+    """A misreading of a line that holds the glyph four times is still one misreading: it
+    is not trusted (nor is '.', in "10.0.0.1" read with commas twice in one line)."""
+    table = GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(["make test make test", "10.0.0.1 10.0.0.1", "make test make test"], font8x13)
+    assert table.learn(gray, line_boxes(gray)[0], [Reading(w.text.replace("a", "o"), w.box) for w in truth[0]])
+    assert table.learn(gray, line_boxes(gray)[1], [Reading(w.text.replace(".", ","), w.box) for w in truth[1]])
+    assert [spelled(table, gray, row) for row in range(3)] == [None, None, None]
+    assert table.learn(gray, line_boxes(gray)[2], truth[2])     # a second line, read right: still 1 to 1
+    assert spelled(table, gray, 0) is None
 
 
 def test_two_readings_of_a_glyph_in_two_words_are_enough(font8x13):
-    """'.' read once in "a.b" and once in "c.d" is trusted; read twice, both times in
-    "a.b", it is not yet (xterm's 10x20 "1,249.99" was read "1.249.99" on two lines)."""
-    gray, truth = terminal(["ab.cd ab.cd abxy xyab", "cdcd xy.ab", "ab.xy"], font8x13)
+    """'.' read once in "ab.cd" and once in "xy.ab" is trusted; read in two lines, both
+    times in "ab.cd", it is not yet (xterm's 10x20 "1,249.99" was read "1.249.99" on two
+    lines), in three it is."""
+    gray, truth = terminal(["ab.cd abxy", "ab.cd xyab", "cdcd xy.ab", "ab.xy"], font8x13)
     same_word, two_words = GlyphTable(ocr_engine.MARGIN), GlyphTable(ocr_engine.MARGIN)
-    assert same_word.learn(gray, line_boxes(gray)[0], truth[0])   # every glyph but '.' in two words
-    for row in (0, 1):
+    for row in (0, 1):          # every glyph but '.' is read in two words
+        assert same_word.learn(gray, line_boxes(gray)[row], truth[row])
+    for row in (0, 2):
         assert two_words.learn(gray, line_boxes(gray)[row], truth[row])
-    assert spelled(same_word, gray, 2) is None
-    assert spelled(two_words, gray, 2) == ["ab.xy"]
-    same_word.learn(gray, line_boxes(gray)[0], truth[0])          # four readings in one word
-    assert spelled(same_word, gray, 2) == ["ab.xy"]
+    assert spelled(same_word, gray, 3) is None
+    assert spelled(two_words, gray, 3) == ["ab.xy"]
+    same_word.learn(gray, line_boxes(gray)[0], truth[0])          # a third line, the same word
+    assert spelled(same_word, gray, 3) == ["ab.xy"]
+
+
+def test_a_word_too_faint_to_count_as_ink_keeps_the_line_from_being_spelled(font8x13):
+    """Grey text beside white on black (a dim or coloured word in a terminal) is below the
+    line's ink threshold: the table must not spell the line with that word missing."""
+    table = GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(LESSON, font8x13, dark=True)
+    teach(table, gray, truth)
+    image = Image.new("L", (400, 40), 0)
+    draw = ImageDraw.Draw(image)
+    for col, (word, grey) in zip((0, 5, 12), (("make", 255), ("status", 90), ("test", 255))):
+        draw.text((10 + col * PITCH, 10), word, font=font8x13, fill=grey)
+    dim = np.asarray(image)
+    assert spelled(table, dim, 0) is None
+    bright, _ = terminal(["make status test"], font8x13, dark=True)
+    assert spelled(table, bright, 0) == ["make", "status", "test"]
 
 
 def test_a_bar_above_or_on_the_baseline_is_placed_by_its_neighbours():
@@ -257,8 +288,11 @@ def test_what_one_table_learned_teaches_another_through_plain_data(font8x13):
     assert len(shared) == len(LESSON) and first.take_shared() == []      # taken once
     new, _ = terminal(["make status", "test Q"], font8x13)
     assert spelled(second, new, 0) is None
-    garbage = [None, [3, []], [8, "xyz"], [8, [[b"1,1:x", "ab", 0, 90.0], [1, "a", 0, 90.0]]]]
-    assert second.absorb(garbage + shared[:2]) == 2
+    bad_votes = [[b"1,1:x", "ab", 0, 90.0, "ab"], ["1,1:x", "a", 0, 90.0, "a"], [b"1,1:x", "a", 0, float("nan"), "a"],
+                 [b"1,1:" + bytes(4096), "a", 0, 90.0, "a"], [b"1,1:x", "a", 0.5, 90.0, "a"], [b"1,1:x", "a", 0, 90.0]]
+    garbage = [None, [3, []], [8, "xyz"], [99, shared[0][1]]] + [[8, [vote]] for vote in bad_votes]
+    assert second.absorb(garbage) == 0 and len(second) == 0           # nothing of it counted
+    assert second.absorb(shared[:2]) == 2
     assert spelled(second, new, 0) is None                   # 'u' read once so far ("user")
     assert second.absorb(shared[2:]) == len(LESSON) - 2
     assert spelled(second, new, 0) == ["make", "status"]
@@ -267,14 +301,14 @@ def test_what_one_table_learned_teaches_another_through_plain_data(font8x13):
 
 
 def test_a_wrong_glyph_is_outvoted_by_the_lines_left_to_tesseract_now_and_then(font8x13):
-    """A table taught a misreading ('.' as ',', four times) still leaves one line in
+    """A table taught a misreading ('.' as ',', in three lines) still leaves one line in
     RECHECK_EVERY to Tesseract; its right readings win the vote, and the line is spelled
     right from then on."""
     from workers import ocr_glyphs
     table = GlyphTable(ocr_engine.MARGIN)
     gray, truth = terminal(["main.py main.py"] * 2, font8x13)
     box = line_boxes(gray)[0]
-    for _ in range(2):
+    for _ in range(3):
         table.learn(gray, box, [Reading("main,py", w.box) for w in truth[0]])
     answers = []
     for _ in range(ocr_glyphs.RECHECK_EVERY * 8):

@@ -30,8 +30,9 @@ def jobs_sent(sent):
     return [(ident, body["job_id"]) for ident, verb, body in sent if verb == wire.W_JOB]
 
 
-def ready(pool, name, fd=None):
-    pool.on_message("ipc", name, wire.W_READY, {"pid": 1, "host": "h"}, fd)
+def ready(pool, name, fd=None, pid=None):
+    pid = pid if pid is not None else sum(name)     # a process of its own unless told
+    pool.on_message("ipc", name, wire.W_READY, {"pid": pid, "host": "h"}, fd)
 
 
 def job(clock, priority=False, deadline=30.0, lines=1):
@@ -91,7 +92,7 @@ def test_what_a_worker_learned_goes_to_the_other_workers_with_their_next_jobs():
         assert ident == b"b" and header["glyphs"] == [[8, ["a3"]]]     # b1 is its own
         pool.on_message("ipc", b"b", wire.W_RESULT, {"job_id": header["job_id"], "lines": [[]]})
         # b said ready again (the broker had reset it): it already has everything.
-        pool.on_message("ipc", b"b", wire.W_READY, {"pid": 1, "host": "h", "glyphs_upto": header["glyphs_upto"]})
+        pool.on_message("ipc", b"b", wire.W_READY, {"pid": sum(b"b"), "host": "h", "glyphs_upto": header["glyphs_upto"]})
         pool.submit(job(clock))
         assert sent[-1][0] == b"b" and "glyphs" not in sent[-1][2]
         # A new worker gets all of it, from both, a job at a time.
@@ -104,6 +105,31 @@ def test_what_a_worker_learned_goes_to_the_other_workers_with_their_next_jobs():
         c_jobs = [header for ident, verb, header in sent if ident == b"c" and verb == wire.W_JOB]
         assert c_jobs[-1]["glyphs"] == [[8, ["a3"]], [8, ["b1"]]]
         assert pool.stats()["glyph_lines"] == {"learned": 4, "relayed": 7}
+    run(main())
+
+
+def test_a_worker_on_a_new_socket_is_not_sent_what_it_learned_itself():
+    """A worker's socket ident changes when it reconnects (host:pid:N), its table does
+    not: the lines of its last result, learned after the cursor it says ready with, are
+    still its own and must not come back to be counted twice."""
+    async def main():
+        pool, sent, clock = make_pool()
+        ready(pool, b"h:7:1", pid=7)
+        ready(pool, b"h:8:1", pid=8)
+        pool.submit(job(clock))
+        ident, _, header = sent[-1]
+        pool.on_message("ipc", ident, wire.W_RESULT, {"job_id": header["job_id"], "lines": [[]],
+                                                      "glyphs": [[8, ["mine"]]]})
+        pid = int(ident.split(b":")[1])
+        pool.forget(ident, "silent")
+        pool.on_message("ipc", ident[:-1] + b"2", wire.W_READY,      # the same process, a new socket
+                        {"pid": pid, "host": "h", "glyphs_upto": header["glyphs_upto"]})
+        for _ in range(2):
+            pool.submit(job(clock))
+        headers = {i: h for i, verb, h in sent if verb == wire.W_JOB}
+        assert "glyphs" not in headers[ident[:-1] + b"2"]
+        other = next(i for i in headers if i.split(b":")[1] != str(pid).encode())
+        assert headers[other]["glyphs"] == [[8, ["mine"]]]
     run(main())
 
 

@@ -19,13 +19,16 @@ repeat its mistake everywhere:
     it does not depend on colour, on where the cell starts, or on the line's height;
   * where it sits against the baseline is kept with it, which tells '-' from '_' and
     ',' from "'"; a decoded line must agree on one baseline;
-  * a shape is used once Tesseract has read it the same way twice (one misreading alone
-    is not repeated), and a punctuation mark only if in two different words or three
-    times (Tesseract misreads a word's ',' as '.' the same way wherever it is); one read
+  * a shape is used once Tesseract has read it the same way in two lines (one misreading
+    alone is not repeated, however often the glyph occurs in that line), and a
+    punctuation mark only if in two different words or in three lines (Tesseract misreads
+    a word's ',' as '.' the same way wherever it is); one read
     as two different characters only when one reading has clearly won the vote; a
     decode that fits more than one cell phase with different text is refused.
   * one line in RECHECK_EVERY that the table could spell is read by Tesseract anyway and
-    learned, so that a mistake the table made is outvoted in time.
+    learned, so that a mistake the table made is outvoted in time;
+  * a line with ink too faint to count (a dim or coloured word beside bright ones) where
+    the table sees a blank cell is never spelled: its words would go missing.
 Proportional text never fits a cell grid, so it is always read by Tesseract.
 
 What one table learns can be taught to others (the OCR workers of one broker share their
@@ -35,6 +38,7 @@ last call, and `absorb()` counts them in another table as if it had read them it
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,12 +49,13 @@ MIN_LEARN_CHARS = 8            # characters a line needs to be learned from
 MAX_SHAPES = 20000             # shapes kept (a few fonts of ~100 glyphs each need ~1000)
 SHARED_BACKLOG = 256           # learned lines kept for take_shared() until taken
 RECHECK_EVERY = 25             # one line in this many that could be spelled is read anyway
-MIN_VOTES = 2                  # readings a shape needs before it is used
+MIN_VOTES = 2                  # lines a shape must be read in before it is used
 # Marks that Tesseract reads as one another from their context ("1,249.99" as "1.249.99"
 # wherever that word is): their readings must come from two different words, or there
 # must be this many.
 CONTEXT_MARKS = set(".,:;'`\"")
 MIN_VOTES_ONE_WORD = 3
+MAX_SHAPE_BYTES = 2 * (MAX_PITCH * 64 // 8) + 16   # a relayed shape larger than a cell can be is garbage
 MAJORITY_VOTES, MAJORITY_SHARE = 3, 0.75   # how a shape read two ways is settled
 INK_CONTRAST = 24              # grey levels from the background that count as ink
 CURSOR_FILL = 0.9              # a cell this full over the line's height is a block cursor
@@ -115,7 +120,7 @@ class GlyphTable:
             first = -1 if phase > 0 else 0     # the index of cells[0] (see _Line.cells)
             found = [(cells[(a - phase) // p - first + i], ch, w)
                      for a, b, w in spans for i, ch in enumerate(w.text)]
-            if all(c is not None for c, _, _ in found):
+            if all(c is not None and c is not FAINT_ONLY for c, _, _ in found):
                 fits.append((p, found))
         if not fits or any(p != fits[0][0] or [c.shape for c, _, _ in found] != [c.shape for c, _, _ in fits[0][1]]
                            for p, found in fits[1:]):
@@ -125,8 +130,10 @@ class GlyphTable:
         if not bottoms or bottoms.most_common(1)[0][1] < 2:
             return False
         baseline = bottoms.most_common(1)[0][0]
-        votes = [[cell.shape, ch, cell.top - baseline, round(w.conf, 1), w.text] for cell, ch, w in found
-                 if w.conf >= LEARN_MIN_CONF]
+        votes = _one_per_reading([[cell.shape, ch, cell.top - baseline, round(w.conf, 1), w.text]
+                                  for cell, ch, w in found if w.conf >= LEARN_MIN_CONF])
+        if not votes:
+            return False
         self._count(pitch, votes)
         self._shared.append([pitch, votes])
         self.learned += 1
@@ -150,13 +157,14 @@ class GlyphTable:
                 if not (isinstance(pitch, int) and MIN_PITCH <= pitch <= MAX_PITCH and isinstance(votes, (list, tuple))):
                     continue
                 checked = [[shape, char, top, float(conf), word] for shape, char, top, conf, word in votes
-                           if isinstance(shape, bytes) and isinstance(char, str) and len(char) == 1
-                           and isinstance(top, int) and isinstance(conf, (int, float)) and isinstance(word, str)]
+                           if isinstance(shape, bytes) and len(shape) <= MAX_SHAPE_BYTES
+                           and isinstance(char, str) and len(char) == 1 and isinstance(top, int)
+                           and isinstance(conf, (int, float)) and math.isfinite(conf) and isinstance(word, str)]
             except (TypeError, ValueError):
                 continue
             if not checked:
                 continue
-            self._count(pitch, checked)
+            self._count(pitch, _one_per_reading(checked))
             taken += 1
         self.absorbed += taken
         return taken
@@ -168,13 +176,16 @@ class GlyphTable:
 
     def _vote(self, shape: bytes, char: str, top: int, conf: float, word: str) -> None:
         self._trusted.pop(shape, None)
-        readings = self._shapes.get(shape)
+        # Kept in order of last vote, so that a full table forgets the glyphs least seen
+        # lately, not the commonest ones, which were learned first.
+        readings = self._shapes.pop(shape, None)
         if readings is None:
             if len(self._shapes) >= self.max_shapes:
-                oldest = next(iter(self._shapes))
-                del self._shapes[oldest]
-                self._trusted.pop(oldest, None)
-            readings = self._shapes[shape] = []
+                stale = next(iter(self._shapes))
+                del self._shapes[stale]
+                self._trusted.pop(stale, None)
+            readings = []
+        self._shapes[shape] = readings
         for r in readings:
             if r.char == char and r.top == top:
                 break
@@ -242,6 +253,9 @@ class GlyphTable:
                 for text, (a, t, b, btm), conf in words]
 
     def _spell(self, line: "_Line", p: int, phase: int):
+        """The line read in cells of width p from `phase`: (its text, for telling answers
+        apart; [(word, ink box, confidence)...] line-relative), or None if a cell is not
+        known or the known cells disagree on the baseline."""
         cells = line.iter_cells(p, phase)
         if cells is None:
             return None
@@ -250,6 +264,8 @@ class GlyphTable:
             if cell is None:     # blank (or a block cursor): a space
                 options.append(None)
                 continue
+            if cell is FAINT_ONLY:
+                return None
             readings = self._readings(cell.shape)
             if readings is None:
                 return None
@@ -291,6 +307,22 @@ class _Cell:
     x1: int
     top: int
     bottom: int
+
+
+# A cell with no ink but faint pixels inside: a glyph too dim against the line's brightest.
+FAINT_ONLY = _Cell(b"", 0, 0, 0, 0)
+
+
+def _one_per_reading(votes: list[list]) -> list[list]:
+    """One vote per (shape, char, top) of a line: a line that holds a glyph five times
+    was still read once, and one misreading must not be trusted as two."""
+    seen, out = set(), []
+    for vote in votes:
+        key = (vote[0], vote[1], vote[2])
+        if key not in seen:
+            seen.add(key)
+            out.append(vote)
+    return out
 
 
 class _Line:
@@ -349,18 +381,21 @@ class _Line:
         grid = np.zeros((2, height, count * p), bool)
         grid[0, :, -first:-first + self.width] = self.ink
         grid[1, :, -first:-first + self.width] = self.faint
-        grid, faint = grid.reshape(2, height, count, p)
-        columns = grid.any(axis=0)                      # (cells, columns)
-        rows = grid.any(axis=2)                         # (rows, cells)
+        ink, faint = grid.reshape(2, height, count, p)
+        columns = ink.any(axis=0)                       # (cells, columns)
+        rows = ink.any(axis=2)                          # (rows, cells)
         inked = columns.any(axis=1)
+        # Faint pixels away from a blank cell's edges (where an anti-aliased neighbour
+        # spills in) are a glyph too dim to count as ink.
+        faint_inside = faint[:, :, 1:-1].any(axis=(0, 2))
         lefts, rights = columns.argmax(axis=1), p - columns[:, ::-1].argmax(axis=1)
         tops, bottoms = rows.argmax(axis=0), height - 1 - rows[::-1].argmax(axis=0)
         for k in range(count):
             if not inked[k]:
-                yield None
+                yield FAINT_ONLY if faint_inside[k] else None
                 continue
             left, right, top, bottom = int(lefts[k]), int(rights[k]), int(tops[k]), int(bottoms[k])
-            trimmed = grid[top:bottom + 1, k, left:right]
+            trimmed = ink[top:bottom + 1, k, left:right]
             if right - left >= 0.8 * p and bottom - top + 1 >= CURSOR_FILL * height and \
                     trimmed.mean() >= CURSOR_FILL:
                 yield None             # a block cursor: the line's mask_cursor does the same

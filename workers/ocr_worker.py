@@ -157,10 +157,14 @@ class OcrWorker:
                     time.sleep(float(test["sleep_ms"]) / 1000)
                 if test.get("exit") is not None:
                     os._exit(int(test["exit"]))  # a poisoned job: the process dies mid-job
-            try:
-                if reader.glyphs is not None:
-                    # What the other workers learned, relayed by the broker (wire.py, "Jobs").
+            if reader.glyphs is not None:
+                try:
+                    # What the other workers learned, relayed by the broker (wire.py, "Jobs"):
+                    # only ever a speed-up, so a fault in it must not fail the job.
                     reader.glyphs.absorb(header.get("glyphs") or [])
+                except Exception:
+                    log.exception("relayed glyphs of job %s not taken", header.get("job_id"))
+            try:
                 lines = recognise(reader, self.lang, header, pixels)
                 body = {"job_id": header["job_id"], "lines": lines,
                         "ms": round((time.perf_counter() - started) * 1000, 1)}
