@@ -321,3 +321,36 @@ def test_a_wrong_glyph_is_outvoted_by_the_lines_left_to_tesseract_now_and_then(f
     assert answers[0] == "main,py main,py"
     assert answers[-1] == "main.py main.py"
     assert table.rechecked >= 1 and table.decoded > 0.9 * len(answers)
+
+
+def test_a_line_mostly_known_has_only_its_unknown_word_read_by_tesseract(font8x13):
+    """A line of known glyphs but for one word ('Q', 'j' and 'z' never seen) is spelled
+    but for that word, which real Tesseract reads together with the nearest spelled word
+    that shows how tall the font is; the words come out right, and Tesseract's reading
+    of them (not the table's own spelling) is what the table learns from."""
+    reader = ocr_engine.LineReader()
+    gray, truth = terminal(LESSON, font8x13)
+    teach(reader.glyphs, gray, truth)
+    line, _ = terminal(["make status Qjzz main test"], font8x13)
+    box = line_boxes(line)[0]
+    widths = []
+    read_crop = reader.read_crop
+    reader.read_crop = lambda crop: widths.append(crop.shape[1]) or read_crop(crop)
+    learned = reader.glyphs.learned
+    words = ocr_engine.read_line(reader, line, box)
+    assert [w.text for w in words] == ["make", "status", "Qjzz", "main", "test"]
+    assert reader.glyphs.partly == 1 and len(widths) == 1
+    # "status Qjzz" (the nearest tall glyph is status's 't'), upscaled as a 13 px line is.
+    assert widths[0] < 0.6 * (box[2] - box[0]) * ocr_engine.upscale_for(box[3] - box[1])
+    assert reader.glyphs.learned == learned + 1
+    assert reader.glyphs.take_shared()[-1][1][0][4] in ("status", "Qjzz")   # votes of what Tesseract read
+
+
+def test_marks_alone_are_not_enough_to_spell_a_line_in_part(font8x13):
+    """Dots and dashes that the table knows could be anything (the ticks of a clock, a
+    rule): a line whose spelled part would be only marks is left whole to Tesseract."""
+    table = GlyphTable(ocr_engine.MARGIN)
+    gray, truth = terminal(["a.b-c a.b-c", "d.e-f d.e-f", "- . - . - . - . Qjz"], font8x13)
+    for row in (0, 1):
+        table.learn(gray, line_boxes(gray)[row], truth[row])
+    assert table.spell(gray, line_boxes(gray)[2]) is None

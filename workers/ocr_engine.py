@@ -666,24 +666,43 @@ def is_block(gray: np.ndarray, box: tuple[int, int, int, int]) -> bool:
 
 def read_line(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, int]) -> list[Word]:
     """Words of one line box, in screen coordinates. A line of monospace glyphs the
-    reader's glyph table knows is spelled from it; a line Tesseract reads teaches it."""
+    reader's glyph table knows is spelled from it, and where it knows most of them only
+    the words it does not know are read by Tesseract; what Tesseract reads teaches it."""
     if is_block(gray, box):
         return []
     glyphs = reader.glyphs
-    known = glyphs.decode(gray, box) if glyphs is not None else None
-    learn = known is None and glyphs is not None
-    if known is not None:
-        words = [Word(text, word_box, conf) for text, word_box, conf in known]
+    spelling = glyphs.spell(gray, box) if glyphs is not None else None
+    if spelling is None:
+        words = read = _read_with_tesseract(reader, gray, box)
     else:
-        words = _read_with_tesseract(reader, gray, box)
+        x0, y0, x1, y1 = box
+        read = [w for spans in spelling.unread
+                for w in _as_cell_words(_read_with_tesseract(reader, gray, (spans[0][0], y0, spans[-1][1], y1)), spans)]
+        words = sorted([Word(text, word_box, conf) for text, word_box, conf in spelling.words] + read,
+                       key=lambda w: w.box[0])
     # A line much narrower than it is tall holding one bracket-like glyph is the edge of a
     # frame or a field, not text.
     x0, y0, x1, y1 = box
     if len(words) == 1 and (x1 - x0) * 2 <= (y1 - y0) and all(c in "[]|{}()!lI1" for c in words[0].text):
         return []
-    if learn:
-        glyphs.learn(gray, box, words)
+    if glyphs is not None and read:
+        glyphs.learn(gray, box, words, read_by_tesseract=read if spelling is not None else None)
     return words
+
+
+def _as_cell_words(words: list[Word], spans: list[tuple[int, int]]) -> list[Word]:
+    """Tesseract's words of a run of terminal words, joined or kept apart as the run's
+    blank cells say: one Word per span [x0, x1) that Tesseract's words lie in."""
+    out = []
+    for a, b in spans:
+        inside = [w for w in words if a <= (w.box[0] + w.box[2]) / 2 < b]
+        if inside:
+            out.append(Word("".join(w.text for w in inside),
+                            (min(w.box[0] for w in inside), min(w.box[1] for w in inside),
+                             max(w.box[2] for w in inside), max(w.box[3] for w in inside)),
+                            min(w.conf for w in inside)))
+    placed = {id(w) for a, b in spans for w in words if a <= (w.box[0] + w.box[2]) / 2 < b}
+    return out + [w for w in words if id(w) not in placed]
 
 
 def _read_with_tesseract(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, int]) -> list[Word]:

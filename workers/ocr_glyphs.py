@@ -38,6 +38,7 @@ last call, and `absorb()` counts them in another table as if it had read them it
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -49,6 +50,12 @@ MIN_LEARN_CHARS = 8            # characters a line needs to be learned from
 MAX_SHAPES = 20000             # shapes kept (a few fonts of ~100 glyphs each need ~1000)
 SHARED_BACKLOG = 256           # learned lines kept for take_shared() until taken
 RECHECK_EVERY = 25             # one line in this many that could be spelled is read anyway
+PARTLY_MIN_KNOWN = 0.5         # share of a line's glyphs known for it to be spelled in part
+PARTLY_MIN_LETTERS = 4         # letters or digits a line spelled in part must spell
+# Glyphs that reach above the x-height: Tesseract reads a word without one ("-rw-r--r--")
+# as capitals, since nothing shows it how tall the font is, so a word left to it is read
+# with a spelled neighbour that has one.
+TALL = set("bdfhklt0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 MIN_VOTES = 2                  # lines a shape must be read in before it is used
 # Marks that Tesseract reads as one another from their context ("1,249.99" as "1.249.99"
 # wherever that word is): their readings must come from two different words, or there
@@ -86,14 +93,17 @@ class GlyphTable:
         self._shared: collections.deque[list] = collections.deque(maxlen=SHARED_BACKLOG)
         self.decoded = self.refused = self.learned = self.absorbed = 0
         self.spelled = self.rechecked = 0     # lines it could spell; of those, left to Tesseract
+        self.partly = 0                       # lines spelled in part, the rest left to Tesseract
 
     def __len__(self) -> int:
         return len(self._shapes)
 
     # -- learning --------------------------------------------------------------------------
-    def learn(self, gray: np.ndarray, box: tuple[int, int, int, int], words) -> bool:
+    def learn(self, gray: np.ndarray, box: tuple[int, int, int, int], words, read_by_tesseract=None) -> bool:
         """Take the glyphs of a line Tesseract read (`words`: objects with .text, .box in
-        screen coordinates and .conf). Returns whether the line was learned."""
+        screen coordinates and .conf). Of a line spelled in part, all its words place the
+        grid but only those in `read_by_tesseract` vote: the table must not teach itself.
+        Returns whether the line was learned."""
         words = [w for w in words if w.text]
         if sum(len(w.text) for w in words) < MIN_LEARN_CHARS:
             return False    # a few glyphs of proportional text can fit a grid by chance
@@ -130,8 +140,10 @@ class GlyphTable:
         if not bottoms or bottoms.most_common(1)[0][1] < 2:
             return False
         baseline = bottoms.most_common(1)[0][0]
+        voters = None if read_by_tesseract is None else {id(w) for w in read_by_tesseract}
         votes = _one_per_reading([[cell.shape, ch, cell.top - baseline, round(w.conf, 1), w.text]
-                                  for cell, ch, w in found if w.conf >= LEARN_MIN_CONF])
+                                  for cell, ch, w in found
+                                  if w.conf >= LEARN_MIN_CONF and (voters is None or id(w) in voters)])
         if not votes:
             return False
         self._count(pitch, votes)
@@ -226,40 +238,61 @@ class GlyphTable:
     def decode(self, gray: np.ndarray, box: tuple[int, int, int, int]):
         """The words (text, box in screen coordinates, confidence) of a line spelled from
         known glyphs, or None when a cell is unknown or the line fits in two ways."""
+        spelling = self.spell(gray, box, partly=False)
+        return None if spelling is None else spelling.words
+
+    def spell(self, gray: np.ndarray, box: tuple[int, int, int, int], partly: bool = True) -> "Spelling | None":
+        """A line spelled from known glyphs. With `partly`, a line some of whose words hold
+        a glyph not known yet is spelled too when most of its glyphs are known: those
+        words are left to Tesseract (Spelling.unread), which then reads a fraction of the
+        line. None when too little is known, or the line fits in two ways."""
         if not self._pitches:
             return None
         line = _Line.of(gray, box, self.margin)
         if line is None:
             return None
-        answers = []
-        for p, _ in self._pitches.most_common():
-            for phase in range(p):
-                spelled = self._spell(line, p, phase)
-                if spelled is not None and all(spelled[0] != a[0] for a in answers):
-                    answers.append(spelled)
+        answers = self._answers(line, partly=False)
+        if not answers and partly:
+            answers = self._answers(line, partly=True)
         if len(answers) != 1:
             if answers:
                 self.refused += 1
             return None
-        _, words = answers[0]
+        _, words, unread = answers[0]
         self.spelled += 1
         if self.spelled % RECHECK_EVERY == 0:
             # Left to Tesseract anyway, whose reading is then learned: a glyph the table
             # got wrong loses its majority to the right readings and is read again.
             self.rechecked += 1
             return None
-        self.decoded += 1
-        return [(text, (line.x0 + a, line.y0 + t, line.x0 + b, line.y0 + btm), conf)
-                for text, (a, t, b, btm), conf in words]
+        if unread:
+            self.partly += 1
+        else:
+            self.decoded += 1
+        return Spelling([(text, (line.x0 + a, line.y0 + t, line.x0 + b, line.y0 + btm), conf)
+                         for text, (a, t, b, btm), conf in words],
+                        [[(line.x0 + a, line.x0 + b) for a, b in spans] for spans in unread])
 
-    def _spell(self, line: "_Line", p: int, phase: int):
-        """The line read in cells of width p from `phase`: (its text, for telling answers
-        apart; [(word, ink box, confidence)...] line-relative), or None if a cell is not
-        known or the known cells disagree on the baseline."""
+    def _answers(self, line: "_Line", partly: bool) -> list:
+        """The different spellings of the line over the pitches and phases it fits."""
+        answers = []
+        for p, _ in self._pitches.most_common():
+            for phase in range(p):
+                spelled = self._spell(line, p, phase, partly)
+                if spelled is not None and all(spelled[0] != a[0] for a in answers):
+                    answers.append(spelled)
+        return answers
+
+    def _spell(self, line: "_Line", p: int, phase: int, partly: bool):
+        """The line read in cells of width p from `phase`: (a key that tells answers apart,
+        [(word, ink box, confidence)...], [(a, b)...] runs of words not known), all
+        line-relative; or None if a cell is not known (unless `partly`, and enough are) or
+        the known words disagree on the baseline."""
         cells = line.iter_cells(p, phase)
         if cells is None:
             return None
         options = []
+        known = unknown = 0
         for cell in cells:     # one at a time: most phases and pitches miss at once
             if cell is None:     # blank (or a block cursor): a space
                 options.append(None)
@@ -268,36 +301,71 @@ class GlyphTable:
                 return None
             readings = self._readings(cell.shape)
             if readings is None:
-                return None
+                if not partly:
+                    return None
+                unknown += 1
+            else:
+                known += 1
             options.append((cell, readings))
-        if all(o is None for o in options):
+        if known == 0 or unknown > (1 - PARTLY_MIN_KNOWN) * (known + unknown):
             return None
+        words_cells, run = [], []
+        for o in options + [None]:
+            if o is not None:
+                run.append(o)
+            elif run:
+                words_cells.append(run)
+                run = []
+        spelled = [all(readings is not None for _, readings in w) for w in words_cells]
         # One baseline for the whole line; a shape that sits in two places against it
         # ('-' and '_' can be the same bar) is placed by the others.
         baselines = None
-        for o in options:
-            if o is not None:
-                here = {o[0].top - r.top for r in o[1]}
+        for w in itertools.compress(words_cells, spelled):
+            for cell, readings in w:
+                here = {cell.top - r.top for r in readings}
                 baselines = here if baselines is None else baselines & here
                 if not baselines:
                     return None
-        if len(baselines) != 1:
+        if baselines is None or len(baselines) != 1:
             return None
         baseline = baselines.pop()
-        words, text, ink, confs = [], [], None, []
-        for o in options + [None]:
-            if o is None:
-                if text:
-                    words.append(("".join(text), ink, min(confs)))
-                text, ink, confs = [], None, []
-                continue
-            cell, readings = o
-            r = next(r for r in readings if cell.top - r.top == baseline)
-            text.append(r.char)
-            confs.append(r.conf_sum / r.votes)
-            b = (cell.x0, cell.top, cell.x1, cell.bottom + 1)
-            ink = b if ink is None else (min(ink[0], b[0]), min(ink[1], b[1]), max(ink[2], b[2]), max(ink[3], b[3]))
-        return "\n".join(w[0] for w in words), words
+        items = []      # per word: (ink box, spelled text or None)
+        for w, known_word in zip(words_cells, spelled):
+            ink = (min(c.x0 for c, _ in w), min(c.top for c, _ in w), max(c.x1 for c, _ in w),
+                   max(c.bottom for c, _ in w) + 1)
+            if known_word:
+                readings = [next(r for r in rs if cell.top - r.top == baseline) for cell, rs in w]
+                items.append((ink, "".join(r.char for r in readings), min(r.conf_sum / r.votes for r in readings)))
+            else:
+                items.append((ink, None, 0.0))
+        if partly:
+            items = _with_context(items)
+            spelled_text = "".join(text for _, text, _ in items if text is not None)
+            inked = sum(1 for o in options if o is not None)
+            if len(spelled_text) < PARTLY_MIN_KNOWN * inked or sum(c.isalnum() for c in spelled_text) < PARTLY_MIN_LETTERS:
+                return None     # too little left to spell to be worth it, or only marks that
+                                # might be anything (the ticks of a clock face)
+        words, runs = [], []       # runs: [words spelled before it, [(x0, x1) of each word]]
+        for ink, text, conf in items:
+            if text is not None:
+                words.append((text, ink, conf))
+            elif runs and runs[-1][0] == len(words):     # no spelled word since: the same run
+                runs[-1][1].append((ink[0], ink[2]))
+            else:
+                runs.append((len(words), [(ink[0], ink[2])]))
+        unread = [spans for _, spans in runs]
+        key = tuple((text, box[0]) for text, box, _ in words) + tuple(tuple(spans) for spans in unread)
+        return key, words, unread
+
+
+@dataclass
+class Spelling:
+    """A line spelled from the glyph table: the words it spelled (text, box on the screen,
+    confidence), and the runs of words it could not, left to Tesseract: each run is the
+    screen columns [x0, x1) of its words, which are where the blank cells say they are
+    (Tesseract, given a few words alone, can take the '.' of "README.md" for a space)."""
+    words: list[tuple[str, tuple[int, int, int, int], float]]
+    unread: list[list[tuple[int, int]]]
 
 
 @dataclass
@@ -311,6 +379,35 @@ class _Cell:
 
 # A cell with no ink but faint pixels inside: a glyph too dim against the line's brightest.
 FAINT_ONLY = _Cell(b"", 0, 0, 0, 0)
+
+
+def _with_context(items: list) -> list:
+    """Words of a line [(ink, text or None: not known, conf)], with each run of words not
+    known widened to the nearest spelled word holding a tall glyph (or to its neighbours
+    when none has one): Tesseract reads that word again, as the run's context."""
+    unread = [text is None for _, text, _ in items]
+    i = 0
+    while i < len(items):
+        if not unread[i] or (i > 0 and unread[i - 1]):
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(items) and unread[j + 1]:
+            j += 1
+        # items[i..j] is a run; look outwards, nearest first, left before right.
+        reach = None
+        for d in range(1, len(items)):
+            for k in (i - d, j + d):
+                if 0 <= k < len(items) and items[k][1] is not None and TALL & set(items[k][1]):
+                    reach = k
+                    break
+            if reach is not None:
+                break
+        lo, hi = (min(i, reach), max(j, reach)) if reach is not None else (max(i - 1, 0), min(j + 1, len(items) - 1))
+        for k in range(lo, hi + 1):
+            unread[k] = True
+        i = hi + 1
+    return [(ink, None, 0.0) if gone else (ink, text, conf) for (ink, text, conf), gone in zip(items, unread)]
 
 
 def _one_per_reading(votes: list[list]) -> list[list]:

@@ -97,6 +97,7 @@ class OcrWorker:
         if self.glyphs is not None:
             # lines spelled from learned terminal glyphs instead of read by Tesseract
             figures["lines_spelled"] = self.glyphs.decoded
+            figures["lines_spelled_in_part"] = self.glyphs.partly   # Tesseract read the rest
             figures["glyph_shapes"] = len(self.glyphs)
             figures["glyph_lines_relayed"] = self.glyphs.absorbed   # learned by other workers
         if self.error:
