@@ -4,7 +4,8 @@
 
 Prints per screen: line finding; cold OCR (empty line cache) with a new glyph table (nothing
 learned), with the glyph table of an earlier read of the screen (its terminal fonts known)
-and with no glyph table (Tesseract for every line), side by side; unchanged frame (warm
+and with no glyph table (Tesseract for every line), side by side; the columns of line crops
+handed to Tesseract in each case (its work, free of the machine's noise); unchanged frame (warm
 cache); word recall and located-correct (workers/ocr_scoring.py); and the typing_f1 ->
 typing_f2 step (one typed line) with a warm cache.
 The service figures (broker + 1 vs 2 worker processes, live desktop, typed line, unchanged
@@ -46,12 +47,40 @@ def median_ms(fn, runs):
     return statistics.median(times) * 1000
 
 
+def count_columns(reader) -> list[int]:
+    """Columns of the line crops `reader` hands Tesseract, counted in [0]: its work,
+    free of the machine's noise."""
+    counter = [0]
+    read_crop = reader.read_crop
+
+    def counted(crop):
+        counter[0] += crop.shape[1]
+        return read_crop(crop)
+    reader.read_crop = counted
+    return counter
+
+
+def tesseract_columns(reader, tesseract_only, gray) -> tuple[int, int, int]:
+    """Columns sent to Tesseract reading the screen with no glyph table, with a new one,
+    and a second time with what the first read taught it."""
+    out = []
+    for who, new_table in ((tesseract_only, False), (reader, True), (reader, False)):
+        if new_table:
+            who.glyphs = GlyphTable(ocr_engine.MARGIN)
+        counter = who.counter
+        before = counter[0]
+        ocr_engine.read_screen(who, gray, ocr_engine.LineCache())
+        out.append(counter[0] - before)
+    return tuple(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     reader = ocr_engine.LineReader()
     tesseract_only = ocr_engine.LineReader(glyph_table=False)
+    reader.counter, tesseract_only.counter = count_columns(reader), count_columns(tesseract_only)
 
     def cold_new_table():
         reader.glyphs = GlyphTable(ocr_engine.MARGIN)
@@ -78,6 +107,9 @@ def main():
               f"({cold_ms / none_ms:.2f})  unchanged {warm_ms:6.1f} ms  "
               f"recall {recall:.3f}  located-correct {located:.3f}  "
               f"({len(ocr_engine.find_text_lines(gray))} lines)")
+        none_cols, new_cols, second_cols = tesseract_columns(reader, tesseract_only, gray)
+        print(f"{'':<11} columns read by Tesseract: no table {none_cols}, new table {new_cols} "
+              f"({new_cols / none_cols:.2f}), second read {second_cols} ({second_cols / none_cols:.2f})")
     # A worst case for the frame painter: a stipple joined to the edges of a frame.
     height, width = 40, 1900
     crop = np.full((height, width), 255, np.uint8)
