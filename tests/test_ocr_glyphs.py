@@ -343,7 +343,22 @@ def test_a_line_mostly_known_has_only_its_unknown_word_read_by_tesseract(font8x1
     # "status Qjzz" (the nearest tall glyph is status's 't'), upscaled as a 13 px line is.
     assert widths[0] < 0.6 * (box[2] - box[0]) * ocr_engine.upscale_for(box[3] - box[1])
     assert reader.glyphs.learned == learned + 1
-    assert reader.glyphs.take_shared()[-1][1][0][4] in ("status", "Qjzz")   # votes of what Tesseract read
+    assert {vote[4] for vote in reader.glyphs.take_shared()[-1][1]} <= {"status", "Qjzz"}   # only what Tesseract read
+
+
+def test_tesseracts_words_of_a_run_are_made_to_fit_the_terminals_blank_cells():
+    """Given a few words alone, Tesseract may split one at a '.' ("README" ".md"), drop
+    one, or run two together: split words are joined by the cells, and the others leave
+    the line to be read whole (None)."""
+    W = ocr_engine.Word
+    spans = [(10, 82), (98, 130)]          # "README.md" and "main"
+    got = ocr_engine._as_cell_words([W("README", (10, 0, 58, 9), 90), W(".md", (59, 0, 82, 9), 80),
+                                     W("main", (98, 0, 130, 9), 95)], spans)
+    assert [(w.text, w.box, w.conf) for w in got] == [("README.md", (10, 0, 82, 9), 80), ("main", (98, 0, 130, 9), 95)]
+    assert ocr_engine._as_cell_words([W("README.md", (10, 0, 82, 9), 90)], spans) is None          # 'main' dropped
+    assert ocr_engine._as_cell_words([W("README.mdmain", (10, 0, 130, 9), 90)], spans) is None      # run together
+    assert ocr_engine._as_cell_words([W(".", (82, 0, 84, 9), 90), W("README", (10, 0, 58, 9), 90),
+                                      W("main", (98, 0, 130, 9), 95)], spans)[0].text == "README."  # a pixel out
 
 
 def test_marks_alone_are_not_enough_to_spell_a_line_in_part(font8x13):
@@ -354,3 +369,22 @@ def test_marks_alone_are_not_enough_to_spell_a_line_in_part(font8x13):
     for row in (0, 1):
         table.learn(gray, line_boxes(gray)[row], truth[row])
     assert table.spell(gray, line_boxes(gray)[2]) is None
+
+
+def test_a_run_that_tesseract_reads_nothing_of_sends_the_whole_line_to_it(font8x13):
+    """If Tesseract returns nothing for a run (or drops a word of it as an icon), the
+    words the table spelled for context are not lost: the line is read whole."""
+    reader = ocr_engine.LineReader()
+    gray, truth = terminal(LESSON, font8x13)
+    teach(reader.glyphs, gray, truth)
+    line, _ = terminal(["make status Qjzz main test"], font8x13)
+    widths = []
+    read_crop = reader.read_crop
+
+    def first_read_empty(crop):
+        widths.append(crop.shape[1])
+        return [] if len(widths) == 1 else read_crop(crop)
+    reader.read_crop = first_read_empty
+    words = ocr_engine.read_line(reader, line, line_boxes(line)[0])
+    assert [w.text for w in words] == ["make", "status", "Qjzz", "main", "test"]
+    assert len(widths) == 2 and widths[1] > widths[0]

@@ -672,12 +672,20 @@ def read_line(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, in
         return []
     glyphs = reader.glyphs
     spelling = glyphs.spell(gray, box) if glyphs is not None else None
-    if spelling is None:
+    read = None
+    if spelling is not None:
+        x0, y0, x1, y1 = box
+        read = []
+        for spans in spelling.unread:
+            run = _as_cell_words(_read_with_tesseract(reader, gray, (spans[0][0], y0, spans[-1][1], y1)), spans)
+            if run is None:     # Tesseract's words do not fit the cells: read the line whole
+                read = None
+                break
+            read += run
+    if read is None:
+        spelling = None
         words = read = _read_with_tesseract(reader, gray, box)
     else:
-        x0, y0, x1, y1 = box
-        read = [w for spans in spelling.unread
-                for w in _as_cell_words(_read_with_tesseract(reader, gray, (spans[0][0], y0, spans[-1][1], y1)), spans)]
         words = sorted([Word(text, word_box, conf) for text, word_box, conf in spelling.words] + read,
                        key=lambda w: w.box[0])
     # A line much narrower than it is tall holding one bracket-like glyph is the edge of a
@@ -690,19 +698,25 @@ def read_line(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, in
     return words
 
 
-def _as_cell_words(words: list[Word], spans: list[tuple[int, int]]) -> list[Word]:
+def _as_cell_words(words: list[Word], spans: list[tuple[int, int]]) -> list[Word] | None:
     """Tesseract's words of a run of terminal words, joined or kept apart as the run's
-    blank cells say: one Word per span [x0, x1) that Tesseract's words lie in."""
-    out = []
-    for a, b in spans:
-        inside = [w for w in words if a <= (w.box[0] + w.box[2]) / 2 < b]
-        if inside:
-            out.append(Word("".join(w.text for w in inside),
-                            (min(w.box[0] for w in inside), min(w.box[1] for w in inside),
-                             max(w.box[2] for w in inside), max(w.box[3] for w in inside)),
-                            min(w.conf for w in inside)))
-    placed = {id(w) for a, b in spans for w in words if a <= (w.box[0] + w.box[2]) / 2 < b}
-    return out + [w for w in words if id(w) not in placed]
+    blank cells say: one Word per span [x0, x1). None when they do not fit: a span with
+    no word (Tesseract dropped it, or it was taken for an icon), or a word across two
+    spans or in none; the line is then better read whole."""
+    inside: list[list[Word]] = [[] for _ in spans]
+    for w in words:
+        # A narrow glyph's box may stick out of its span by a pixel of rounding.
+        hit = [i for i, (a, b) in enumerate(spans) if w.box[0] < b + 1 and w.box[2] > a - 1]
+        if len(hit) != 1:
+            return None
+        inside[hit[0]].append(w)
+    if not all(inside):
+        return None
+    inside = [sorted(ws, key=lambda w: w.box[0]) for ws in inside]
+    return [Word("".join(w.text for w in ws),
+                 (min(w.box[0] for w in ws), min(w.box[1] for w in ws), max(w.box[2] for w in ws),
+                  max(w.box[3] for w in ws)), min(w.conf for w in ws))
+            for ws in inside]
 
 
 def _read_with_tesseract(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, int]) -> list[Word]:
