@@ -670,11 +670,11 @@ def read_line(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, in
     the words it does not know are read by Tesseract; what Tesseract reads teaches it."""
     if is_block(gray, box):
         return []
+    x0, y0, x1, y1 = box
     glyphs = reader.glyphs
     spelling = glyphs.spell(gray, box) if glyphs is not None else None
     read = None
     if spelling is not None:
-        x0, y0, x1, y1 = box
         read = []
         for spans in spelling.unread:
             run = _as_cell_words(_read_with_tesseract(reader, gray, (spans[0][0], y0, spans[-1][1], y1)), spans)
@@ -690,7 +690,6 @@ def read_line(reader: LineReader, gray: np.ndarray, box: tuple[int, int, int, in
                        key=lambda w: w.box[0])
     # A line much narrower than it is tall holding one bracket-like glyph is the edge of a
     # frame or a field, not text.
-    x0, y0, x1, y1 = box
     if len(words) == 1 and (x1 - x0) * 2 <= (y1 - y0) and all(c in "[]|{}()!lI1" for c in words[0].text):
         return []
     if glyphs is not None and read:

@@ -285,8 +285,8 @@ class GlyphTable:
 
     def _spell(self, line: "_Line", p: int, phase: int, partly: bool):
         """The line read in cells of width p from `phase`: (a key that tells answers apart,
-        [(word, ink box, confidence)...], [(a, b)...] runs of words not known), all
-        line-relative; or None if a cell is not known (unless `partly`, and enough are) or
+        [(word, ink box, confidence)...], the runs of words not known as [[(a, b) columns
+        of each word]...]), all line-relative; or None if a cell is not known (unless `partly`, and enough are) or
         the known words disagree on the baseline."""
         cells = line.iter_cells(p, phase)
         if cells is None:
