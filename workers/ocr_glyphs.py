@@ -329,7 +329,7 @@ class GlyphTable:
         if baselines is None or len(baselines) != 1:
             return None
         baseline = baselines.pop()
-        items = []      # per word: (ink box, spelled text or None)
+        items = []      # per word: (ink box, spelled text or None if not known, confidence)
         for w, known_word in zip(words_cells, spelled):
             ink = (min(c.x0 for c, _ in w), min(c.top for c, _ in w), max(c.x1 for c, _ in w),
                    max(c.bottom for c, _ in w) + 1)
@@ -341,8 +341,7 @@ class GlyphTable:
         if partly:
             items = _with_context(items)
             spelled_text = "".join(text for _, text, _ in items if text is not None)
-            inked = sum(1 for o in options if o is not None)
-            if len(spelled_text) < PARTLY_MIN_KNOWN * inked or sum(c.isalnum() for c in spelled_text) < PARTLY_MIN_LETTERS:
+            if len(spelled_text) < PARTLY_MIN_KNOWN * (known + unknown) or sum(c.isalnum() for c in spelled_text) < PARTLY_MIN_LETTERS:
                 return None     # too little left to spell to be worth it, or only marks that
                                 # might be anything (the ticks of a clock face)
         words, runs = [], []       # runs: [words spelled before it, [(x0, x1) of each word]]
